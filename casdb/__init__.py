@@ -1,0 +1,26 @@
+"""casdb: the explicit-SQL database layer of the Cell Annotation Service."""
+
+from casdb.config import DatabaseConfig, config_from_env
+from casdb.engine import create_engine
+from casdb.errors import (
+    AlreadyExists,
+    CasdbError,
+    ConfigurationError,
+    DatabaseError,
+    InvalidInput,
+    NotFound,
+)
+from casdb.tables import UserActivityEvent
+
+__all__ = [
+    "AlreadyExists",
+    "CasdbError",
+    "ConfigurationError",
+    "DatabaseConfig",
+    "DatabaseError",
+    "InvalidInput",
+    "NotFound",
+    "UserActivityEvent",
+    "config_from_env",
+    "create_engine",
+]

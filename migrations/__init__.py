@@ -1,0 +1,1 @@
+"""casdb's alembic environment; installed as ``casdb._migrations`` so that wheels carry it."""
