@@ -100,11 +100,11 @@ def engine(make_database: Callable[..., URL], template_database: str) -> Iterato
 def rolled_back(engine: Engine) -> Iterator[Connection]:
     """A connection inside a transaction that is rolled back at the end."""
     with engine.connect() as conn:
-        transaction = conn.begin()
+        conn.begin()
         try:
             yield conn
         finally:
-            transaction.rollback()
+            conn.rollback()
 
 
 @pytest.fixture

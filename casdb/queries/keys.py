@@ -1,0 +1,173 @@
+"""API keys: the hash is stored, never returned except by get_key_for_authentication."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Final
+
+import attrs
+from sqlalchemy import Connection, Insert, Row, Select, Update, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from casdb._checks import (
+    check_int,
+    check_text,
+    from_db_time,
+    optional_to_db_time,
+    translated_errors,
+)
+from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.tables import users_user, users_userkey
+
+LOCATOR_CONSTRAINT: Final = "uq_users_userkey_key_locator"
+FOREIGN_KEYS: Final = {"fk_users_userkey_user_id_users_user": "no user with this id"}
+MAX_KEY_HASH_LENGTH: Final = 4096
+
+
+@attrs.frozen
+class UserKey:
+    """A user's API key, without its hash; times are aware UTC."""
+
+    id: int
+    key_locator: uuid.UUID
+    user_id: int
+    created_date: dt.datetime
+    active: bool
+    expires: dt.datetime
+
+
+@attrs.frozen
+class KeyForAuthentication:
+    """A key with its hash and the owner's active flag. ``repr`` never shows the hash."""
+
+    key: UserKey
+    key_hash: str = attrs.field(repr=False)
+    user_active: bool
+
+
+_KEY_COLUMNS = [users_userkey.c[field.name] for field in attrs.fields(UserKey)]
+
+
+def _key_from_row(row: Row[Any]) -> UserKey:
+    return UserKey(
+        id=row.id,
+        key_locator=row.key_locator,
+        user_id=row.user_id,
+        created_date=from_db_time(row.created_date),
+        active=row.active,
+        expires=from_db_time(row.expires),
+    )
+
+
+def _locator(value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInput("key_locator must be a UUID")
+
+
+def build_create_user_key(values: dict[str, Any]) -> Insert:
+    """INSERT a key (expires left out: the server's now + 180 days), returning it sans hash.
+
+    A locator in use inserts nothing and returns no row, so the transaction stays usable.
+    """
+    return (
+        pg_insert(users_userkey)
+        .values(values)
+        .on_conflict_do_nothing(constraint=LOCATOR_CONSTRAINT)
+        .returning(*_KEY_COLUMNS)
+    )
+
+
+def build_key_for_authentication(key_locator: uuid.UUID) -> Select[Any]:
+    """SELECT a key, its hash and its owner's active flag in one query."""
+    return (
+        select(*_KEY_COLUMNS, users_userkey.c.key_hash, users_user.c.active.label("user_active"))
+        .join(users_user, users_user.c.id == users_userkey.c.user_id)
+        .where(users_userkey.c.key_locator == key_locator)
+    )
+
+
+def build_deactivate_user_key(key_locator: uuid.UUID) -> Update:
+    """UPDATE a key to inactive, returning it sans hash."""
+    return (
+        update(users_userkey)
+        .where(users_userkey.c.key_locator == key_locator)
+        .values(active=False)
+        .returning(*_KEY_COLUMNS)
+    )
+
+
+def build_list_user_keys(user_id: int) -> Select[Any]:
+    """SELECT one user's keys sans hash, ordered by id."""
+    return (
+        select(*_KEY_COLUMNS).where(users_userkey.c.user_id == user_id).order_by(users_userkey.c.id)
+    )
+
+
+def create_user_key(
+    connection: Connection,
+    *,
+    user_id: int,
+    key_hash: str,
+    expires: dt.datetime | None = None,
+    key_locator: uuid.UUID | str | None = None,
+) -> UserKey:
+    """Store a new API key for a user; ``expires`` defaults to now + 180 days, the locator to
+    a random UUID. Returns the UserKey (without the hash).
+
+    Raises InvalidInput for a bad argument, NotFound for an unknown user,
+    AlreadyExists(field="key_locator") for a locator in use.
+    """
+    values: dict[str, Any] = {
+        "user_id": check_int("user_id", user_id),
+        "key_hash": check_text("key_hash", key_hash, max_length=MAX_KEY_HASH_LENGTH),
+        "key_locator": uuid.uuid4() if key_locator is None else _locator(key_locator),
+    }
+    if expires is not None:
+        values["expires"] = optional_to_db_time("expires", expires)
+    with translated_errors(foreign_keys=FOREIGN_KEYS):
+        row = connection.execute(build_create_user_key(values)).one_or_none()
+    if row is None:
+        raise AlreadyExists("a key with this locator already exists", field="key_locator")
+    return _key_from_row(row)
+
+
+def get_key_for_authentication(
+    connection: Connection, *, key_locator: uuid.UUID | str
+) -> KeyForAuthentication:
+    """Return the key with ``key_locator``, its hash and whether its user is active.
+
+    Raises NotFound for an unknown locator, InvalidInput for one that is not a UUID.
+    """
+    statement = build_key_for_authentication(_locator(key_locator))
+    with translated_errors():
+        row = connection.execute(statement).one_or_none()
+    if row is None:
+        raise NotFound("no key with this locator")
+    return KeyForAuthentication(
+        key=_key_from_row(row), key_hash=row.key_hash, user_active=row.user_active
+    )
+
+
+def deactivate_user_key(connection: Connection, *, key_locator: uuid.UUID | str) -> UserKey:
+    """Mark a key inactive; return it. Raises NotFound for an unknown locator."""
+    statement = build_deactivate_user_key(_locator(key_locator))
+    with translated_errors():
+        row = connection.execute(statement).one_or_none()
+    if row is None:
+        raise NotFound("no key with this locator")
+    return _key_from_row(row)
+
+
+def list_user_keys(connection: Connection, *, user_id: int) -> list[UserKey]:
+    """Return the user's keys (without hashes), ordered by id; empty for an unknown user."""
+    check_int("user_id", user_id)
+    with translated_errors():
+        rows = connection.execute(build_list_user_keys(user_id)).all()
+    return [_key_from_row(row) for row in rows]
