@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
+from sqlalchemy import ColumnElement, Select, Table, exists, literal, select
 from sqlalchemy import exc as sa_exc
 
 from casdb.errors import AlreadyExists, DatabaseError, InvalidInput, NotFound
@@ -157,6 +158,25 @@ def from_db_time(value: dt.datetime) -> dt.datetime:
 def optional_from_db_time(value: dt.datetime | None) -> dt.datetime | None:
     """Like from_db_time, but None passes through."""
     return None if value is None else from_db_time(value)
+
+
+def values_where(
+    table: Table, values: Mapping[str, Any], condition: ColumnElement[bool]
+) -> Select[Any]:
+    """SELECT ``values`` (typed as ``table``'s columns) only where ``condition`` holds.
+
+    ``INSERT ... SELECT`` of this checks a parent row instead of letting a foreign key fail:
+    a missing parent inserts no row rather than raising, so the caller's transaction stays
+    usable.
+    """
+    return select(
+        *[literal(value, type_=table.c[name].type).label(name) for name, value in values.items()]
+    ).where(condition)
+
+
+def row_exists(table: Table, column: str, value: object) -> ColumnElement[bool]:
+    """Return ``EXISTS (SELECT FROM table WHERE column = value)``."""
+    return exists().where(table.c[column] == value)
 
 
 def _pg_error_fields(error: sa_exc.DBAPIError) -> dict[str, str]:

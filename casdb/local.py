@@ -80,10 +80,16 @@ def _make_traversable(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_port(preferred: int | None = None) -> int:
+    """Return ``preferred`` if it is free on 127.0.0.1, else any free port."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise ConfigurationError("no free TCP port on 127.0.0.1 for the local PostgreSQL")
 
 
 @attrs.define
@@ -190,7 +196,11 @@ class LocalServer:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(owner)
             if self.running_port() is None:
-                port = _free_port()
+                # Reuse the last port so that an exported URL stays valid across restarts.
+                port_file = self.data_dir.parent / f".{self.data_dir.name}.port"
+                last = port_file.read_text().strip() if port_file.exists() else ""
+                port = _free_port(int(last) if last.isdigit() else None)
+                port_file.write_text(f"{port}\n")
                 self._run(
                     "pg_ctl",
                     "-D",

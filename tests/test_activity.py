@@ -52,6 +52,8 @@ def test_unknown_user(conn: Connection) -> None:
     with pytest.raises(NotFound):
         activity.log_user_activity(conn, user_id=999999, model_name="m", method=None,
                                    cell_count=1, event="STARTED", request_id=None)
+    # The caller's transaction is still usable, and nothing was written.
+    assert activity.list_user_activity(conn, user_id=999999) == []
 
 
 @pytest.mark.parametrize("change", [

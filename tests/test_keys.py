@@ -75,6 +75,8 @@ def test_unknown_locator_and_user(conn: Connection) -> None:
         keys.deactivate_user_key(conn, key_locator=uuid.uuid4())
     with pytest.raises(NotFound):
         keys.create_user_key(conn, user_id=424242, key_hash="h")
+    # The caller's transaction is still usable, and nothing was written.
+    assert keys.list_user_keys(conn, user_id=424242) == []
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -15,9 +15,12 @@ from casdb._checks import (
     check_text,
     optional_from_db_time,
     optional_to_db_time,
+    row_exists,
     translated_errors,
+    values_where,
 )
-from casdb.tables import UserActivityEvent, users_useractivity
+from casdb.errors import NotFound
+from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
 FOREIGN_KEYS: Final = {"fk_users_useractivity_user_id_users_user": "no user with this id"}
 
@@ -46,8 +49,12 @@ def _activity_from_row(row: Row[Any]) -> UserActivity:
 
 
 def build_log_user_activity(values: dict[str, Any]) -> Insert:
-    """INSERT one activity row (finished_time left out takes the server's now)."""
-    return insert(users_useractivity).values(values).returning(*_ACTIVITY_COLUMNS)
+    """INSERT one activity row if its user exists (finished_time left out: the server's now)."""
+    user_exists = row_exists(users_user, "id", values["user_id"])
+    source = values_where(users_useractivity, values, user_exists)
+    return insert(users_useractivity).from_select(list(values), source).returning(
+        *_ACTIVITY_COLUMNS
+    )
 
 
 def build_list_user_activity(user_id: int, since: dt.datetime | None) -> Select[Any]:
@@ -85,7 +92,9 @@ def log_user_activity(
     if finished_time is not None:
         values["finished_time"] = optional_to_db_time("finished_time", finished_time)
     with translated_errors(foreign_keys=FOREIGN_KEYS):
-        row = connection.execute(build_log_user_activity(values)).one()
+        row = connection.execute(build_log_user_activity(values)).one_or_none()
+    if row is None:
+        raise NotFound(f"no user with id {user_id}")
     return _activity_from_row(row)
 
 

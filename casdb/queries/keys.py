@@ -15,7 +15,9 @@ from casdb._checks import (
     check_text,
     from_db_time,
     optional_to_db_time,
+    row_exists,
     translated_errors,
+    values_where,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
 from casdb.tables import users_user, users_userkey
@@ -74,11 +76,13 @@ def _locator(value: object) -> uuid.UUID:
 def build_create_user_key(values: dict[str, Any]) -> Insert:
     """INSERT a key (expires left out: the server's now + 180 days), returning it sans hash.
 
-    A locator in use inserts nothing and returns no row, so the transaction stays usable.
+    An unknown user or a locator in use inserts nothing and returns no row, so the caller's
+    transaction stays usable.
     """
+    user_exists = row_exists(users_user, "id", values["user_id"])
     return (
         pg_insert(users_userkey)
-        .values(values)
+        .from_select(list(values), values_where(users_userkey, values, user_exists))
         .on_conflict_do_nothing(constraint=LOCATOR_CONSTRAINT)
         .returning(*_KEY_COLUMNS)
     )
@@ -133,6 +137,10 @@ def create_user_key(
         values["expires"] = optional_to_db_time("expires", expires)
     with translated_errors(foreign_keys=FOREIGN_KEYS):
         row = connection.execute(build_create_user_key(values)).one_or_none()
+        if row is None and not connection.execute(
+            select(row_exists(users_user, "id", user_id))
+        ).scalar_one():
+            raise NotFound(f"no user with id {user_id}")
     if row is None:
         raise AlreadyExists("a key with this locator already exists", field="key_locator")
     return _key_from_row(row)

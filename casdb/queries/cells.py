@@ -1,0 +1,716 @@
+"""Cell metadata: ingests, features and cells, written in bulk with COPY and read back by id.
+
+Bulk writes (:func:`insert_cells`, :func:`insert_features`) stream any iterable of rows into
+``COPY ... FROM STDIN`` in text format, a few thousand rows per message, so that millions of
+rows go in at COPY speed and in bounded memory. Each row is validated as it streams; a bad row
+anywhere raises InvalidInput naming its index and field, and nothing of the call stays: the
+COPY runs inside a savepoint that is rolled back, so the caller's transaction stays usable.
+
+Lookups (:func:`get_cell_metadata_by_ids`) bind the ids as ONE int[] array per chunk and join
+``unnest(ids) WITH ORDINALITY`` to the table, so any number of ids costs one round trip per
+chunk and the result keeps the order of the input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain
+from typing import Any, Final
+
+import attrs
+import pg8000.exceptions
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Delete,
+    Insert,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import PGDialect
+
+from casdb._checks import (
+    INT32_MAX,
+    INT32_MIN,
+    check_json,
+    check_optional_text,
+    check_text,
+    optional_from_db_time,
+    optional_to_db_time,
+    translated_errors,
+)
+from casdb.errors import InvalidInput, NotFound
+from casdb.tables import cells_cellinfo, cells_featureinfo, cells_ingestinfo
+
+LOOKUP_CHUNK_SIZE = 50_000
+"""Ids bound per lookup statement (one int[] parameter, one round trip per chunk)."""
+
+COPY_CHUNK_ROWS = 5_000
+"""Rows per COPY data message (about 1 MB of typical cell metadata)."""
+
+COPY_CHUNK_CHARS = 4_000_000
+"""A COPY data message is also sent once its text reaches this many characters."""
+
+_INGEST_UNIQUE: Final = {"pk_cells_ingestinfo": "cas_ingest_id"}
+_CELL_UNIQUE: Final = {"pk_cells_cellinfo": "cas_cell_index"}
+_FEATURE_UNIQUE: Final = {"pk_cells_featureinfo": "cas_feature_index"}
+_UNKNOWN_INGEST = "no ingest with this cas_ingest_id exists (create_ingest first)"
+_CELL_FOREIGN_KEYS: Final = {"fk_cells_cellinfo_cas_ingest_id_cells_ingestinfo": _UNKNOWN_INGEST}
+_FEATURE_FOREIGN_KEYS: Final = {
+    "fk_cells_featureinfo_cas_ingest_id_cells_ingestinfo": _UNKNOWN_INGEST
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class IngestRecord:
+    """A row of cells_ingestinfo; ingest_timestamp is aware UTC."""
+
+    cas_ingest_id: str
+    dataset_id: str
+    dataset_version_id: str | None
+    uns_metadata: Any
+    ingest_timestamp: dt.datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class FeatureRecord:
+    """A row of cells_featureinfo (the legacy ``id`` column is not part of it: it stays NULL).
+
+    Defaults are those of the table: feature_is_filtered False, var_metadata_extra {}.
+    """
+
+    cas_feature_index: int
+    cas_ingest_id: str
+    original_feature_id: str
+    feature_name: str
+    feature_biotype: str | None = None
+    feature_is_filtered: bool | None = False
+    feature_reference: str | None = None
+    var_metadata_extra: Any = attrs.field(factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class CellRecord:
+    """A row of cells_cellinfo, as :func:`insert_cells` takes it.
+
+    Defaults are those of the table: obs_metadata_extra {}, is_primary_data True, every other
+    optional column None (NULL).
+    """
+
+    cas_cell_index: int
+    cas_ingest_id: str
+    cell_type: str
+    original_cell_id: str | None = None
+    obs_metadata_extra: Any = attrs.field(factory=dict)
+    is_primary_data: bool | None = True
+    donor_id: str | None = None
+    assay: str | None = None
+    development_stage: str | None = None
+    tissue: str | None = None
+    disease: str | None = None
+    organism: str | None = None
+    self_reported_ethnicity: str | None = None
+    sex: str | None = None
+    suspension_type: str | None = None
+    total_mrna_umis: int | None = None
+    cell_type_ontology_term_id: str | None = None
+    assay_ontology_term_id: str | None = None
+    development_stage_ontology_term_id: str | None = None
+    tissue_ontology_term_id: str | None = None
+    disease_ontology_term_id: str | None = None
+    organism_ontology_term_id: str | None = None
+    self_reported_ethnicity_ontology_term_id: str | None = None
+    sex_ontology_term_id: str | None = None
+
+
+@attrs.frozen
+class CellMetadata:
+    """One cell found by :func:`get_cell_metadata_by_ids`.
+
+    ``values`` maps each requested column name, in the order requested, to its value (jsonb
+    columns decoded; NULL is None). cas_cell_index is always set, requested or not.
+    """
+
+    cas_cell_index: int
+    values: dict[str, Any]
+
+
+_INGEST_COLUMNS = [cells_ingestinfo.c[field.name] for field in attrs.fields(IngestRecord)]
+_FEATURE_COLUMNS = [cells_featureinfo.c[field.name] for field in attrs.fields(FeatureRecord)]
+_CELL_COLUMNS = [cells_cellinfo.c[field.name] for field in attrs.fields(CellRecord)]
+CELL_COLUMN_NAMES: Final = tuple(column.name for column in cells_cellinfo.columns)
+"""Every column of cells_cellinfo, in table order: the valid ``columns`` of lookups."""
+
+
+def _ingest_from_row(row: Row[Any]) -> IngestRecord:
+    return IngestRecord(
+        **{**row._mapping, "ingest_timestamp": optional_from_db_time(row.ingest_timestamp)}
+    )
+
+
+def _feature_from_row(row: Row[Any]) -> FeatureRecord:
+    return FeatureRecord(**row._mapping)
+
+
+def _cell_metadata_from_row(names: Sequence[str], row: Row[Any]) -> CellMetadata:
+    return CellMetadata(row[-1], dict(zip(names, row, strict=False)))  # cas_cell_index is last
+
+
+# --------------------------------------------------------------------------------------------
+# Statement builders (each compiles without a database)
+# --------------------------------------------------------------------------------------------
+
+
+def build_create_ingest(values: dict[str, Any]) -> Insert:
+    """INSERT one ingest with ``values`` (columns left out take their server defaults)."""
+    return insert(cells_ingestinfo).values(values).returning(*_INGEST_COLUMNS)
+
+
+def build_select_ingest(cas_ingest_id: str) -> Select[Any]:
+    """SELECT one ingest by id."""
+    return select(*_INGEST_COLUMNS).where(cells_ingestinfo.c.cas_ingest_id == cas_ingest_id)
+
+
+def build_list_ingests() -> Select[Any]:
+    """SELECT every ingest, ordered by cas_ingest_id."""
+    return select(*_INGEST_COLUMNS).order_by(cells_ingestinfo.c.cas_ingest_id)
+
+
+def build_delete_ingest(cas_ingest_id: str) -> Delete:
+    """DELETE one ingest; its cells and features go with it (ON DELETE CASCADE)."""
+    return delete(cells_ingestinfo).where(cells_ingestinfo.c.cas_ingest_id == cas_ingest_id)
+
+
+def build_list_features_for_ingest(cas_ingest_id: str) -> Select[Any]:
+    """SELECT the features of one ingest, ordered by cas_feature_index."""
+    return (
+        select(*_FEATURE_COLUMNS)
+        .where(cells_featureinfo.c.cas_ingest_id == cas_ingest_id)
+        .order_by(cells_featureinfo.c.cas_feature_index)
+    )
+
+
+def build_count_cells(cas_ingest_id: str | None = None) -> Select[Any]:
+    """SELECT the number of cells, of one ingest or (None) of all."""
+    statement = select(func.count()).select_from(cells_cellinfo)
+    if cas_ingest_id is not None:
+        statement = statement.where(cells_cellinfo.c.cas_ingest_id == cas_ingest_id)
+    return statement
+
+
+def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
+    """SELECT ``columns`` and then cas_cell_index of the cells whose ids the array ``:ids`` holds.
+
+    The one parameter, ``ids``, is an int[]: ``unnest(:ids) WITH ORDINALITY`` joined to the
+    table returns one row per id found, in the order of the array (a repeated id repeats).
+    ``columns`` must be names of cells_cellinfo columns (KeyError otherwise).
+    """
+    ids = (
+        func.unnest(bindparam("ids", type_=postgresql.ARRAY(Integer)))
+        .table_valued("id", with_ordinality="ord")
+        .render_derived(name="q")
+    )
+    wanted = [cells_cellinfo.c[name] for name in columns]
+    return (
+        select(*wanted, cells_cellinfo.c.cas_cell_index)
+        .select_from(ids.join(cells_cellinfo, cells_cellinfo.c.cas_cell_index == ids.c.id))
+        .order_by(ids.c.ord)
+    )
+
+
+def build_copy_from_stdin(table: Table, columns: Sequence[Column[Any]]) -> str:
+    """``COPY table (columns) FROM STDIN`` (text format); names come from the Table metadata.
+
+    COPY has no Core construct; the identifiers are quoted by the PostgreSQL dialect.
+    """
+    preparer = PGDialect().identifier_preparer  # type: ignore[no-untyped-call]
+    names = ", ".join(preparer.format_column(column) for column in columns)
+    return f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
+
+
+# --------------------------------------------------------------------------------------------
+# Bulk rows -> COPY text (validation as the rows stream)
+# --------------------------------------------------------------------------------------------
+
+_NULL: Final = "\\N"
+_MISSING: Final = object()
+# A one-field row: COPY fails with "missing data for column", aborting the statement cleanly.
+_ABORT_COPY: Final = b"\\N\n"
+_ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+class _BadValue(Exception):
+    """A value its column cannot take; the message names the column."""
+
+
+def _describe(value: object) -> str:
+    return "nothing (the field is required)" if value is _MISSING else type(value).__name__
+
+
+def _text_converter(name: str, max_length: int, nullable: bool) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if isinstance(value, str) and len(value) <= max_length:
+            return value  # NUL and lone surrogates are looked for once per chunk
+        if value is None and nullable:
+            return _NULL
+        if isinstance(value, str):
+            raise _BadValue(f"{name} is {len(value)} characters long; the limit is {max_length}")
+        raise _BadValue(f"{name} must be a string, got {_describe(value)}")
+
+    return convert
+
+
+def _int_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value.__class__ is int and INT32_MIN <= value <= INT32_MAX:
+            return str(value)
+        if value is None and nullable:
+            return _NULL
+        if not isinstance(value, bool | str) and hasattr(value, "__index__"):
+            return convert(operator.index(value))  # numpy integers and the like
+        if value.__class__ is int:
+            raise _BadValue(f"{name} must be between {INT32_MIN} and {INT32_MAX}, got {value}")
+        raise _BadValue(f"{name} must be an integer, got {_describe(value)}")
+
+    return convert
+
+
+def _bool_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value is True:
+            return "t"
+        if value is False:
+            return "f"
+        if value is None and nullable:
+            return _NULL
+        raise _BadValue(f"{name} must be true or false, got {_describe(value)}")
+
+    return convert
+
+
+def _json_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value.__class__ is dict and not value:
+            return "{}"
+        if value is None and nullable:
+            return _NULL
+        if value is None or value is _MISSING:
+            raise _BadValue(f"{name} must be a JSON document, got {_describe(value)}")
+        try:
+            check_json(name, value)
+            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        except InvalidInput as error:
+            raise _BadValue(str(error)) from None
+        except (TypeError, ValueError) as error:
+            raise _BadValue(f"{name} is not serialisable as JSON: {error}") from None
+
+    return convert
+
+
+def _converter(column: Column[Any]) -> Callable[[Any], str]:
+    nullable = bool(column.nullable)
+    if isinstance(column.type, String) and column.type.length is not None:
+        return _text_converter(column.name, column.type.length, nullable)
+    if isinstance(column.type, Integer):
+        return _int_converter(column.name, nullable)
+    if isinstance(column.type, Boolean):
+        return _bool_converter(column.name, nullable)
+    if isinstance(column.type, JSONB):
+        return _json_converter(column.name, nullable)
+    raise TypeError(f"no COPY converter for {column.name} of type {column.type}")
+
+
+@attrs.frozen
+class _CopyLayout:
+    """How rows of one table become COPY text: columns, their converters, row defaults."""
+
+    table: Table
+    columns: tuple[Column[Any], ...]
+    record_type: type
+    converters: tuple[Callable[[Any], str], ...]
+    defaults: dict[str, Any]
+    from_record: Callable[[Any], tuple[Any, ...]]
+    from_mapping: Callable[[Any], tuple[Any, ...]]
+    unique: Mapping[str, str]
+    foreign_keys: Mapping[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        table: Table,
+        record_type: type,
+        *,
+        unique: Mapping[str, str],
+        foreign_keys: Mapping[str, str],
+    ) -> _CopyLayout:
+        fields = attrs.fields(record_type)
+        names = [field.name for field in fields]
+        defaults: dict[str, Any] = {}
+        for field in fields:
+            if field.default is attrs.NOTHING:
+                defaults[field.name] = _MISSING
+            elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+                defaults[field.name] = field.default.factory()
+            else:
+                defaults[field.name] = field.default
+        return cls(
+            table=table,
+            columns=tuple(table.c[name] for name in names),
+            record_type=record_type,
+            converters=tuple(_converter(table.c[name]) for name in names),
+            defaults=defaults,
+            from_record=operator.attrgetter(*names),
+            from_mapping=operator.itemgetter(*names),
+            unique=unique,
+            foreign_keys=foreign_keys,
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def values(self, index: int, row: object) -> tuple[Any, ...]:
+        """The row's values in column order; omitted mapping keys take the table's defaults."""
+        if isinstance(row, self.record_type):
+            return self.from_record(row)
+        if row.__class__ is dict or isinstance(row, Mapping):
+            merged = {**self.defaults, **row}
+            if len(merged) != len(self.defaults):
+                unknown = sorted(repr(key) for key in merged if key not in self.defaults)
+                raise InvalidInput(f"row {index}: unknown field(s) {', '.join(unknown)}"[:500])
+            return self.from_mapping(merged)
+        raise InvalidInput(
+            f"row {index} must be a {self.record_type.__name__} or a mapping, "
+            f"got {type(row).__name__}"
+        )
+
+    def row_error(self, index: int, values: tuple[Any, ...]) -> InvalidInput:
+        """The InvalidInput for the first field of a row that failed to convert."""
+        for convert, value in zip(self.converters, values, strict=True):
+            try:
+                convert(value)
+            except _BadValue as bad:
+                return InvalidInput(f"row {index}: {bad}")
+        return InvalidInput(f"row {index} is invalid")  # pragma: no cover - converters agree
+
+    def escaped_line(self, index: int, values: tuple[Any, ...]) -> str:
+        """One row as COPY text with every field escaped (the slow path)."""
+        fields = []
+        for column, convert, value in zip(self.columns, self.converters, values, strict=True):
+            if value is None:
+                fields.append(_NULL)
+                continue
+            text = convert(value)
+            if "\x00" in text:
+                raise InvalidInput(f"row {index}: {column.name} must not contain NUL characters")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(
+                    f"row {index}: {column.name} contains a lone surrogate (not valid UTF-8)"
+                ) from None
+            fields.append(text.translate(_ESCAPES))
+        return "\t".join(fields)
+
+    def chunk(
+        self, first_index: int, lines: list[str], pending: list[tuple[Any, ...]], nulls: int
+    ) -> bytes:
+        """Encode the lines of one COPY data message; escape them when any field needs it.
+
+        The fast path checks the joined text as a whole: it holds no escapes exactly when it
+        has one tab per separator, one newline per row, one backslash per NULL, no CR, no NUL.
+        """
+        text = "\n".join(lines) + "\n"
+        rows = len(lines)
+        if (
+            text.count("\\") != nulls
+            or text.count("\n") != rows
+            or text.count("\t") != rows * (len(self.columns) - 1)
+            or "\r" in text
+            or "\x00" in text
+        ):
+            text = "".join(
+                self.escaped_line(first_index + offset, values) + "\n"
+                for offset, values in enumerate(pending)
+            )
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:
+            for offset, values in enumerate(pending):
+                self.escaped_line(first_index + offset, values)  # raises for the bad row
+            raise  # pragma: no cover - escaped_line found it
+
+    def copy_chunks(self, rows: Iterable[object]) -> Iterator[bytes]:
+        """Validate and encode ``rows`` as COPY text, yielding one bytes chunk per message."""
+        converters = self.converters
+        call = operator.call
+        lines: list[str] = []
+        pending: list[tuple[Any, ...]] = []
+        nulls = size = 0
+        index = -1
+        for index, row in enumerate(rows):
+            values = self.values(index, row)
+            try:
+                line = "\t".join(map(call, converters, values))
+            except _BadValue:
+                raise self.row_error(index, values) from None
+            lines.append(line)
+            pending.append(values)
+            nulls += values.count(None)
+            size += len(line)
+            if len(lines) >= COPY_CHUNK_ROWS or size >= COPY_CHUNK_CHARS:
+                yield self.chunk(index + 1 - len(lines), lines, pending, nulls)
+                lines, pending, nulls, size = [], [], 0, 0
+        if lines:
+            yield self.chunk(index + 1 - len(lines), lines, pending, nulls)
+
+
+_CELL_LAYOUT: Final = _CopyLayout.of(
+    cells_cellinfo, CellRecord, unique=_CELL_UNIQUE, foreign_keys=_CELL_FOREIGN_KEYS
+)
+_FEATURE_LAYOUT: Final = _CopyLayout.of(
+    cells_featureinfo, FeatureRecord, unique=_FEATURE_UNIQUE, foreign_keys=_FEATURE_FOREIGN_KEYS
+)
+
+
+def _guarded(chunks: Iterator[bytes], failures: list[BaseException]) -> Iterator[bytes]:
+    """Pass ``chunks`` on; if producing one fails, keep the error and make the COPY fail.
+
+    An exception must not escape into pg8000 mid-COPY: it would leave the protocol stuck in
+    copy-in mode. Instead a malformed row ends the stream, the server rejects the statement,
+    and the caller re-raises the kept error once the savepoint is rolled back.
+    """
+    try:
+        yield from chunks
+    except GeneratorExit:
+        raise
+    except BaseException as error:  # noqa: B036 - re-raised by _copy after the rollback
+        failures.append(error)
+        yield _ABORT_COPY
+
+
+def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -> int:
+    """Stream ``rows`` into ``layout.table`` with COPY inside a savepoint; return rows written."""
+    if isinstance(rows, str | bytes | Mapping):
+        raise InvalidInput("rows must be an iterable of records or mappings")
+    chunks = layout.copy_chunks(rows)
+    first = next(chunks, None)  # a bad row among the first ones fails before any SQL
+    if first is None:
+        return 0
+    statement = build_copy_from_stdin(layout.table, layout.columns)
+    failures: list[BaseException] = []
+    savepoint = connection.begin_nested()
+    try:
+        with translated_errors(unique=layout.unique, foreign_keys=layout.foreign_keys):
+            driver_connection = connection.connection.driver_connection
+            assert driver_connection is not None
+            cursor = driver_connection.cursor()
+            try:
+                cursor.execute(statement, stream=_guarded(chain([first], chunks), failures))
+                written = int(cursor.rowcount)
+            except pg8000.exceptions.Error as error:
+                raise sa_exc.DBAPIError(statement, None, error) from None
+            finally:
+                cursor.close()
+    except BaseException:
+        savepoint.rollback()
+        if failures:
+            raise failures[0] from None
+        raise
+    if failures:  # pragma: no cover - the aborting row always fails the COPY
+        savepoint.rollback()
+        raise failures[0]
+    savepoint.commit()
+    return written
+
+
+def _check_ids(cell_ids: Iterable[Any]) -> list[int]:
+    if isinstance(cell_ids, str | bytes | Mapping):
+        raise InvalidInput("cell_ids must be an iterable of integers")
+    ids = list(cell_ids)
+    if not all(value.__class__ is int for value in ids):
+        for position, value in enumerate(ids):
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise InvalidInput(
+                    f"cell_ids[{position}] must be an integer, got {type(value).__name__}"
+                )
+        ids = [operator.index(value) for value in ids]
+    if ids and (min(ids) < INT32_MIN or max(ids) > INT32_MAX):
+        bad = next(value for value in ids if not INT32_MIN <= value <= INT32_MAX)
+        raise InvalidInput(f"cell ids must be between {INT32_MIN} and {INT32_MAX}, got {bad}")
+    return ids
+
+
+def _check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
+    if columns is None:
+        return CELL_COLUMN_NAMES
+    if isinstance(columns, str | bytes):
+        raise InvalidInput("columns must be a list of column names, not one string")
+    names = tuple(dict.fromkeys(columns))
+    unknown = [name for name in names if name not in CELL_COLUMN_NAMES]
+    if unknown:
+        raise InvalidInput(
+            f"unknown cells_cellinfo column(s) {', '.join(map(repr, unknown))}; "
+            f"valid: {', '.join(CELL_COLUMN_NAMES)}"[:1000]
+        )
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------------
+
+
+def create_ingest(
+    connection: Connection,
+    *,
+    cas_ingest_id: str,
+    dataset_id: str,
+    dataset_version_id: str | None = None,
+    uns_metadata: Any = None,
+    ingest_timestamp: dt.datetime | None = None,
+) -> IngestRecord:
+    """Create an ingest and return it.
+
+    uns_metadata None stores {}; ingest_timestamp None stores the server's now (UTC); an
+    explicit one must be timezone-aware. Raises InvalidInput (bad argument, before any SQL),
+    AlreadyExists(field="cas_ingest_id"), DatabaseError.
+    """
+    values: dict[str, Any] = {
+        "cas_ingest_id": check_text("cas_ingest_id", cas_ingest_id),
+        "dataset_id": check_text("dataset_id", dataset_id),
+        "dataset_version_id": check_optional_text("dataset_version_id", dataset_version_id),
+        "uns_metadata": {} if uns_metadata is None else check_json("uns_metadata", uns_metadata),
+    }
+    if ingest_timestamp is not None:
+        values["ingest_timestamp"] = optional_to_db_time("ingest_timestamp", ingest_timestamp)
+    with translated_errors(unique=_INGEST_UNIQUE):
+        row = connection.execute(build_create_ingest(values)).one()
+    return _ingest_from_row(row)
+
+
+def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
+    """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
+    check_text("cas_ingest_id", cas_ingest_id)
+    with translated_errors():
+        row = connection.execute(build_select_ingest(cas_ingest_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no ingest {cas_ingest_id!r}"[:300])
+    return _ingest_from_row(row)
+
+
+def list_ingests(connection: Connection) -> list[IngestRecord]:
+    """Return every ingest, ordered by cas_ingest_id. Raises DatabaseError."""
+    with translated_errors():
+        rows = connection.execute(build_list_ingests()).all()
+    return [_ingest_from_row(row) for row in rows]
+
+
+def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
+    """Delete an ingest together with its cells and features, in one statement.
+
+    Returns None. Raises NotFound (unknown ingest; nothing changes), InvalidInput,
+    DatabaseError.
+    """
+    check_text("cas_ingest_id", cas_ingest_id)
+    with translated_errors():
+        deleted = connection.execute(build_delete_ingest(cas_ingest_id)).rowcount
+    if deleted == 0:
+        raise NotFound(f"no ingest {cas_ingest_id!r}"[:300])
+
+
+def insert_features(
+    connection: Connection, *, rows: Iterable[FeatureRecord | Mapping[str, Any]]
+) -> int:
+    """Bulk-write features with COPY, streaming ``rows``; return the number of rows written.
+
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of FeatureRecord or
+    mappings with FeatureRecord's field names; cas_feature_index is required (the caller
+    assigns the ids); omitted optional keys take the table's defaults. All or nothing, within
+    a savepoint: the caller's transaction stays usable after any error. Raises InvalidInput
+    (a bad row: the message names its index and field; an unknown key), NotFound (an unknown
+    cas_ingest_id), AlreadyExists(field="cas_feature_index"), DatabaseError.
+    """
+    return _copy(connection, _FEATURE_LAYOUT, rows)
+
+
+def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[str, Any]]) -> int:
+    """Bulk-write cells with COPY, streaming ``rows``; return the number of rows written.
+
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of CellRecord or
+    mappings with CellRecord's field names. cas_cell_index, cas_ingest_id and cell_type are
+    required (the caller assigns cas_cell_index: the column's sequence is not used); omitted
+    optional keys take the table's defaults (obs_metadata_extra {}, is_primary_data True,
+    others NULL). Strings must fit varchar(255) and hold no NUL; integers are int32 (numpy
+    integers accepted, bools not); JSON must be serialisable with finite floats. All or
+    nothing, within a savepoint: the caller's transaction stays usable after any error.
+    Raises InvalidInput (a bad row: the message names its index and field), NotFound (an
+    unknown cas_ingest_id), AlreadyExists(field="cas_cell_index"), DatabaseError.
+    """
+    return _copy(connection, _CELL_LAYOUT, rows)
+
+
+def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[FeatureRecord]:
+    """Return the features of an ingest ordered by cas_feature_index ([] for an unknown ingest).
+
+    Raises InvalidInput, DatabaseError.
+    """
+    check_text("cas_ingest_id", cas_ingest_id)
+    with translated_errors():
+        rows = connection.execute(build_list_features_for_ingest(cas_ingest_id)).all()
+    return [_feature_from_row(row) for row in rows]
+
+
+def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> int:
+    """Return the number of cells of one ingest, or of all when cas_ingest_id is None.
+
+    Raises InvalidInput, DatabaseError.
+    """
+    check_optional_text("cas_ingest_id", cas_ingest_id)
+    with translated_errors():
+        return int(connection.execute(build_count_cells(cas_ingest_id)).scalar_one())
+
+
+def get_cell_metadata_by_ids(
+    connection: Connection,
+    *,
+    cell_ids: Iterable[int],
+    columns: Iterable[str] | None = None,
+) -> list[CellMetadata]:
+    """Return one CellMetadata per id of ``cell_ids`` that exists, in the order of ``cell_ids``.
+
+    A repeated id is repeated; missing ids are left out. ``columns`` (None: every column) are
+    cells_cellinfo column names, in the order ``values`` will hold them; cas_cell_index is
+    always set. Any number of ids: they are sent LOOKUP_CHUNK_SIZE at a time, each chunk as
+    one int[] parameter (one round trip per chunk). Raises InvalidInput (an unknown column,
+    naming the valid ones; an id that is not an int32), DatabaseError.
+    """
+    names = _check_columns(columns)
+    ids = _check_ids(cell_ids)
+    statement = build_select_cells_by_ids(names)
+    found: list[CellMetadata] = []
+    with translated_errors():
+        for start in range(0, len(ids), LOOKUP_CHUNK_SIZE):
+            result = connection.execute(statement, {"ids": ids[start : start + LOOKUP_CHUNK_SIZE]})
+            found.extend([_cell_metadata_from_row(names, row) for row in result])
+    return found
