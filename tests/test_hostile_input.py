@@ -1,0 +1,144 @@
+"""Hostile input: any value for any argument of a public operation ends in success or a casdb
+error — never a driver exception, never a hang — and an error leaves the database unchanged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, Engine, text
+
+from casdb import CasdbError, UserActivityEvent
+from casdb.queries import activity, keys, quotas, users
+from casdb.tables import metadata
+from tests.conftest import rolled_back
+from tests.strategies import aware_times, emails, nonempty255
+
+SQL_INJECTION = "'; drop table users_user; --"
+TEN_MB = "x" * (10 * 1024 * 1024)
+
+hostile = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**31, -(2**31) - 1, 2**63, -1, 10**100]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.just(math.nan),
+    st.text(),
+    st.text(st.sampled_from("\x00\t\n\\'\"%;")),
+    st.just(SQL_INJECTION),
+    st.just(TEN_MB),
+    st.datetimes(),
+    st.datetimes(timezones=st.timezones()),
+    st.uuids(),
+    st.binary(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+    st.sampled_from(["SUCCEEDED", "succeeded", "id", "cell_type; --"]),
+)
+
+
+def _arg(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(valid, hostile)
+
+
+def _checksum(conn: Connection) -> dict[str, str]:
+    sums = {}
+    for table in metadata.sorted_tables:
+        sums[table.name] = conn.execute(text(
+            f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "  # noqa: S608
+            f"FROM {table.name} t"
+        )).scalar_one()
+    return sums
+
+
+USER_ID = st.shared(st.integers(1, 3), key="user")  # ids of the users the test creates
+counts = st.integers(0, 2**31 - 1)
+
+# operation -> strategies of its keyword arguments (valid values mixed with hostile ones)
+OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]]]] = {
+    "create_user": (users.create_user, {
+        "email": _arg(emails), "username": _arg(nonempty255), "cell_quota": _arg(counts),
+        "lifetime_cell_quota": _arg(st.none() | counts), "created_at": _arg(aware_times),
+        "is_admin": _arg(st.booleans()),
+    }),
+    "get_user": (users.get_user, {"user_id": _arg(USER_ID)}),
+    "get_user_by_email": (users.get_user_by_email, {"email": _arg(emails)}),
+    "set_user_active": (users.set_user_active, {"user_id": _arg(USER_ID),
+                                                "active": _arg(st.booleans())}),
+    "set_admin": (users.set_admin, {"user_id": _arg(USER_ID), "is_admin": _arg(st.booleans())}),
+    "opt_out_of_feedback": (users.opt_out_of_feedback, {"user_id": _arg(USER_ID)}),
+    "increase_lifetime_quota": (users.increase_lifetime_quota, {
+        "user_id": _arg(USER_ID), "new_quota": _arg(st.none() | counts)}),
+    "get_user_usage": (users.get_user_usage, {"user_id": _arg(USER_ID)}),
+    "log_user_activity": (activity.log_user_activity, {
+        "user_id": _arg(USER_ID), "model_name": _arg(nonempty255),
+        "method": _arg(st.none() | nonempty255), "cell_count": _arg(counts),
+        "event": _arg(st.sampled_from(UserActivityEvent)),
+        "request_id": _arg(st.none() | nonempty255), "finished_time": _arg(aware_times),
+    }),
+    "list_user_activity": (activity.list_user_activity, {
+        "user_id": _arg(USER_ID), "since": _arg(st.none() | aware_times)}),
+    "cells_processed_this_week": (quotas.cells_processed_this_week, {
+        "user_id": _arg(USER_ID), "now": _arg(aware_times)}),
+    "get_user_quota": (quotas.get_user_quota, {"user_id": _arg(USER_ID),
+                                               "now": _arg(aware_times)}),
+    "create_user_key": (keys.create_user_key, {
+        "user_id": _arg(USER_ID), "key_hash": _arg(nonempty255),
+        "expires": _arg(st.none() | aware_times), "key_locator": _arg(st.none() | st.uuids()),
+    }),
+    "get_key_for_authentication": (keys.get_key_for_authentication, {
+        "key_locator": _arg(st.uuids())}),
+    "deactivate_user_key": (keys.deactivate_user_key, {"key_locator": _arg(st.uuids())}),
+    "list_user_keys": (keys.list_user_keys, {"user_id": _arg(USER_ID)}),
+}
+
+
+def run_hostile(engine: Engine, operation: Callable[..., Any], kwargs: dict[str, Any],
+                setup: Callable[[Connection], None]) -> None:
+    """Call ``operation``; on a casdb error the database must be exactly as before."""
+    with rolled_back(engine) as conn:
+        setup(conn)
+        before = _checksum(conn)
+        try:
+            operation(conn, **kwargs)
+        except CasdbError:
+            # The caller's transaction is still usable and holds nothing new.
+            assert _checksum(conn) == before
+
+
+def _three_users(conn: Connection) -> None:
+    conn.execute(text("SELECT setval('users_user_id_seq', 1, false)"))
+    for n in range(3):
+        user = users.create_user(conn, email=f"u{n}@cas.org", username=f"u{n}")
+        keys.create_user_key(conn, user_id=user.id, key_hash="h",
+                             key_locator=uuid.UUID(int=n + 1))
+        activity.log_user_activity(conn, user_id=user.id, model_name="m", method=None,
+                                   cell_count=5, event="SUCCEEDED", request_id="r",
+                                   finished_time=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_operation_survives_hostile_input(engine: Engine, name: str) -> None:
+    operation, arguments = OPERATIONS[name]
+
+    @settings(max_examples=max(10, settings.default.max_examples // 2))
+    @given(kwargs=st.fixed_dictionaries(arguments))
+    def check(kwargs: dict[str, Any]) -> None:
+        run_hostile(engine, operation, kwargs, _three_users)
+
+    check()
+
+
+def test_sql_fragments_are_data(conn: Connection) -> None:
+    email = "x';drop_table_users_user;--@cas.org"
+    user = users.create_user(conn, email=email, username=SQL_INJECTION)
+    assert users.get_user_by_email(conn, email=email) == user
+    assert user.username == SQL_INJECTION
+    assert conn.execute(text("SELECT count(*) FROM users_user")).scalar_one() >= 1
