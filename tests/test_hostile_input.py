@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
 from casdb import CasdbError, UserActivityEvent
-from casdb.queries import activity, keys, quotas, users
+from casdb.queries import activity, keys, ml_models, quotas, users
 from casdb.tables import metadata
 from tests.conftest import rolled_back
 from tests.strategies import aware_times, emails, nonempty255
@@ -59,6 +59,7 @@ def _checksum(conn: Connection) -> dict[str, str]:
 
 
 USER_ID = st.shared(st.integers(1, 3), key="user")  # ids of the users the test creates
+MODEL_ID = st.integers(1, 3)  # ids of the models the test creates
 counts = st.integers(0, 2**31 - 1)
 
 # operation -> strategies of its keyword arguments (valid values mixed with hostile ones)
@@ -97,6 +98,22 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
         "key_locator": _arg(st.uuids())}),
     "deactivate_user_key": (keys.deactivate_user_key, {"key_locator": _arg(st.uuids())}),
     "list_user_keys": (keys.list_user_keys, {"user_id": _arg(USER_ID)}),
+    "create_model": (ml_models.create_model, {
+        "model_name": _arg(nonempty255), "model_file_path": _arg(nonempty255),
+        "embedding_dimension": _arg(st.integers(1, 2**31 - 1)),
+        "description": _arg(st.none() | nonempty255), "admin_use_only": _arg(st.booleans()),
+        "is_default_model": _arg(st.booleans()),
+    }),
+    "list_models": (ml_models.list_models, {"include_admin_only": _arg(st.booleans())}),
+    "get_model_by_name": (ml_models.get_model_by_name, {"model_name": _arg(nonempty255)}),
+    "set_default_model": (ml_models.set_default_model, {"model_id": _arg(MODEL_ID)}),
+    "create_matching_engine_index": (ml_models.create_matching_engine_index, {
+        "index_name": _arg(nonempty255), "embedding_dimension": _arg(st.integers(1, 512)),
+        "endpoint_id": _arg(nonempty255), "num_neighbors": _arg(st.integers(1, 100)),
+        "model_id": _arg(MODEL_ID), "deployed_index_id": _arg(st.none() | nonempty255),
+    }),
+    "get_index_by_name": (ml_models.get_index_by_name, {"index_name": _arg(nonempty255)}),
+    "list_indexes_for_model": (ml_models.list_indexes_for_model, {"model_id": _arg(MODEL_ID)}),
 }
 
 
@@ -113,8 +130,15 @@ def run_hostile(engine: Engine, operation: Callable[..., Any], kwargs: dict[str,
             assert _checksum(conn) == before
 
 
-def _three_users(conn: Connection) -> None:
+def _three_of_each(conn: Connection) -> None:
     conn.execute(text("SELECT setval('users_user_id_seq', 1, false)"))
+    conn.execute(text("SELECT setval('ml_management_model_id_seq', 1, false)"))
+    for n in range(3):
+        model = ml_models.create_model(conn, model_name=f"m{n}", model_file_path="gs://m",
+                                       embedding_dimension=8, is_default_model=n == 0)
+        ml_models.create_matching_engine_index(conn, index_name=f"i{n}", embedding_dimension=8,
+                                               endpoint_id="e", num_neighbors=5,
+                                               model_id=model.id, deployed_index_id=f"d{n}")
     for n in range(3):
         user = users.create_user(conn, email=f"u{n}@cas.org", username=f"u{n}")
         keys.create_user_key(conn, user_id=user.id, key_hash="h",
@@ -131,7 +155,7 @@ def test_operation_survives_hostile_input(engine: Engine, name: str) -> None:
     @settings(max_examples=max(10, settings.default.max_examples // 2))
     @given(kwargs=st.fixed_dictionaries(arguments))
     def check(kwargs: dict[str, Any]) -> None:
-        run_hostile(engine, operation, kwargs, _three_users)
+        run_hostile(engine, operation, kwargs, _three_of_each)
 
     check()
 
