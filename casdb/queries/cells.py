@@ -13,8 +13,10 @@ chunk and the result keeps the order of the input.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import json.encoder
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
@@ -63,8 +65,8 @@ LOOKUP_CHUNK_SIZE = 50_000
 COPY_CHUNK_ROWS = 5_000
 """Rows per COPY data message (about 1 MB of typical cell metadata)."""
 
-COPY_CHUNK_CHARS = 4_000_000
-"""A COPY data message is also sent once its text reaches this many characters."""
+COPY_CHUNK_BYTES = 8_000_000
+"""Chunks of large rows shrink so that a COPY data message stays near this size."""
 
 _INGEST_UNIQUE: Final = {"pk_cells_ingestinfo": "cas_ingest_id"}
 _CELL_UNIQUE: Final = {"pk_cells_cellinfo": "cas_cell_index"}
@@ -172,7 +174,7 @@ def _feature_from_row(row: Row[Any]) -> FeatureRecord:
     return FeatureRecord(**row._mapping)
 
 
-def _cell_metadata_from_row(names: Sequence[str], row: Row[Any]) -> CellMetadata:
+def _cell_metadata_from_row(names: Sequence[str], row: Sequence[Any]) -> CellMetadata:
     return CellMetadata(row[-1], dict(zip(names, row, strict=False)))  # cas_cell_index is last
 
 
@@ -249,14 +251,48 @@ def build_copy_from_stdin(table: Table, columns: Sequence[Column[Any]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Bulk rows -> COPY text (validation as the rows stream)
+# Bulk rows -> COPY text, validated as the rows stream
+#
+# Rows are gathered a chunk at a time (COPY_CHUNK_ROWS) as tuples in column order. The fast
+# path checks and renders each column of the chunk with C-level builtins (type sets, min/max,
+# map); any column it cannot vouch for sends the chunk to the per-row path, which converts each
+# field with full checks, so that the first bad row raises InvalidInput naming index and field.
 # --------------------------------------------------------------------------------------------
 
 _NULL: Final = "\\N"
+_NONE: Final = type(None)
 _MISSING: Final = object()
+_NULL_FOR_NONE: Final[dict[object, str]] = {None: _NULL}
+_BOOL_TEXT: Final[dict[object, str]] = {True: "t", False: "f", None: _NULL}
 # A one-field row: COPY fails with "missing data for column", aborting the statement cleanly.
 _ABORT_COPY: Final = b"\\N\n"
 _ESCAPES: Final = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_JSON_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_JSON_KEYS: Final = frozenset({str})
+_JSON_SCALARS: Final = frozenset({str, int, float, bool, _NONE})
+
+
+def _flat_json_encoder() -> Callable[[Any, int], Iterable[str]]:
+    """The C encoder that json.dumps makes on every call, made once.
+
+    Used for flat dicts only, which cannot be circular: no reference markers are needed.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has the C accelerator
+        return lambda value, _level: [_JSON_ENCODER.encode(value)]
+    encoder: Callable[[Any, int], Iterable[str]] = make(
+        None, _JSON_ENCODER.default, json.encoder.encode_basestring, None, ":", ",",
+        False, False, False,
+    )  # fmt: skip
+    return encoder
+
+
+_encode_flat_json: Final = _flat_json_encoder()
+
+Converter = Callable[[Any], str]
+"""Checks one value of a column and returns its (unescaped) COPY text; raises _BadValue."""
+ColumnRenderer = Callable[[tuple[Any, ...]], Sequence[str] | None]
+"""Checks and renders one column of a chunk at C speed; None when it cannot vouch for it."""
 
 
 class _BadValue(Exception):
@@ -267,7 +303,7 @@ def _describe(value: object) -> str:
     return "nothing (the field is required)" if value is _MISSING else type(value).__name__
 
 
-def _text_converter(name: str, max_length: int, nullable: bool) -> Callable[[Any], str]:
+def _text_converter(name: str, max_length: int, nullable: bool) -> Converter:
     def convert(value: Any) -> str:
         if isinstance(value, str) and len(value) <= max_length:
             return value  # NUL and lone surrogates are looked for once per chunk
@@ -280,7 +316,22 @@ def _text_converter(name: str, max_length: int, nullable: bool) -> Callable[[Any
     return convert
 
 
-def _int_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+def _text_renderer(max_length: int, nullable: bool) -> ColumnRenderer:
+    allowed = {str, _NONE} if nullable else {str}
+
+    def render(values: tuple[Any, ...]) -> Sequence[str] | None:
+        kinds = set(map(type, values))
+        if not kinds <= allowed:
+            return None
+        texts: Sequence[Any] = values
+        if _NONE in kinds:
+            texts = list(map(_NULL_FOR_NONE.get, values, values))
+        return texts if max(map(len, texts)) <= max_length else None
+
+    return render
+
+
+def _int_converter(name: str, nullable: bool) -> Converter:
     def convert(value: Any) -> str:
         if value.__class__ is int and INT32_MIN <= value <= INT32_MAX:
             return str(value)
@@ -295,7 +346,22 @@ def _int_converter(name: str, nullable: bool) -> Callable[[Any], str]:
     return convert
 
 
-def _bool_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+def _int_renderer(nullable: bool) -> ColumnRenderer:
+    allowed = {int, _NONE} if nullable else {int}
+
+    def render(values: tuple[Any, ...]) -> list[str] | None:
+        kinds = set(map(type, values))
+        if not kinds <= allowed:
+            return None
+        numbers = list(filter(None, values))  # drops None (and 0, which is in range)
+        if numbers and (min(numbers) < INT32_MIN or max(numbers) > INT32_MAX):
+            return None
+        return list(map(_NULL_FOR_NONE.get, values, map(str, values)))
+
+    return render
+
+
+def _bool_converter(name: str, nullable: bool) -> Converter:
     def convert(value: Any) -> str:
         if value is True:
             return "t"
@@ -308,17 +374,39 @@ def _bool_converter(name: str, nullable: bool) -> Callable[[Any], str]:
     return convert
 
 
-def _json_converter(name: str, nullable: bool) -> Callable[[Any], str]:
+def _bool_renderer(nullable: bool) -> ColumnRenderer:
+    allowed = {bool, _NONE} if nullable else {bool}
+
+    def render(values: tuple[Any, ...]) -> list[str] | None:
+        if not set(map(type, values)) <= allowed:
+            return None
+        return list(map(_BOOL_TEXT.__getitem__, values))
+
+    return render
+
+
+def _json_converter(name: str, nullable: bool) -> Converter:
     def convert(value: Any) -> str:
-        if value.__class__ is dict and not value:
-            return "{}"
+        if (
+            value.__class__ is dict
+            and set(map(type, value)) <= _JSON_KEYS
+            and set(map(type, value.values())) <= _JSON_SCALARS
+        ):
+            # The usual document, a flat dict of scalars, needs no walk: the encoder rejects
+            # NaN, and a NUL shows as \u0000 in its output (then the full check decides).
+            try:
+                encoded = "".join(_encode_flat_json(value, 0))
+            except ValueError:
+                encoded = "\\u0000"
+            if "\\u0000" not in encoded:
+                return encoded
         if value is None and nullable:
             return _NULL
         if value is None or value is _MISSING:
             raise _BadValue(f"{name} must be a JSON document, got {_describe(value)}")
         try:
             check_json(name, value)
-            return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            return _JSON_ENCODER.encode(value)
         except InvalidInput as error:
             raise _BadValue(str(error)) from None
         except (TypeError, ValueError) as error:
@@ -327,17 +415,30 @@ def _json_converter(name: str, nullable: bool) -> Callable[[Any], str]:
     return convert
 
 
-def _converter(column: Column[Any]) -> Callable[[Any], str]:
-    nullable = bool(column.nullable)
+def _json_renderer(convert: Converter) -> ColumnRenderer:
+    def render(values: tuple[Any, ...]) -> list[str] | None:
+        try:
+            return list(map(convert, values))
+        except _BadValue:
+            return None
+
+    return render
+
+
+def _converters(column: Column[Any]) -> tuple[Converter, ColumnRenderer]:
+    """The per-value converter and the per-chunk renderer of a column, by its type."""
+    name, nullable = column.name, bool(column.nullable)
     if isinstance(column.type, String) and column.type.length is not None:
-        return _text_converter(column.name, column.type.length, nullable)
+        length = column.type.length
+        return _text_converter(name, length, nullable), _text_renderer(length, nullable)
     if isinstance(column.type, Integer):
-        return _int_converter(column.name, nullable)
+        return _int_converter(name, nullable), _int_renderer(nullable)
     if isinstance(column.type, Boolean):
-        return _bool_converter(column.name, nullable)
+        return _bool_converter(name, nullable), _bool_renderer(nullable)
     if isinstance(column.type, JSONB):
-        return _json_converter(column.name, nullable)
-    raise TypeError(f"no COPY converter for {column.name} of type {column.type}")
+        convert = _json_converter(name, nullable)
+        return convert, _json_renderer(convert)
+    raise TypeError(f"no COPY converter for {name} of type {column.type}")
 
 
 @attrs.frozen
@@ -347,7 +448,8 @@ class _CopyLayout:
     table: Table
     columns: tuple[Column[Any], ...]
     record_type: type
-    converters: tuple[Callable[[Any], str], ...]
+    converters: tuple[Converter, ...]
+    renderers: tuple[ColumnRenderer, ...]
     defaults: dict[str, Any]
     from_record: Callable[[Any], tuple[Any, ...]]
     from_mapping: Callable[[Any], tuple[Any, ...]]
@@ -373,21 +475,19 @@ class _CopyLayout:
                 defaults[field.name] = field.default.factory()
             else:
                 defaults[field.name] = field.default
+        pairs = [_converters(table.c[name]) for name in names]
         return cls(
             table=table,
             columns=tuple(table.c[name] for name in names),
             record_type=record_type,
-            converters=tuple(_converter(table.c[name]) for name in names),
+            converters=tuple(convert for convert, _ in pairs),
+            renderers=tuple(render for _, render in pairs),
             defaults=defaults,
             from_record=operator.attrgetter(*names),
             from_mapping=operator.itemgetter(*names),
             unique=unique,
             foreign_keys=foreign_keys,
         )
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
 
     def values(self, index: int, row: object) -> tuple[Any, ...]:
         """The row's values in column order; omitted mapping keys take the table's defaults."""
@@ -404,17 +504,34 @@ class _CopyLayout:
             f"got {type(row).__name__}"
         )
 
-    def row_error(self, index: int, values: tuple[Any, ...]) -> InvalidInput:
-        """The InvalidInput for the first field of a row that failed to convert."""
-        for convert, value in zip(self.converters, values, strict=True):
+    def fast_lines(self, pending: list[tuple[Any, ...]]) -> tuple[list[str], int] | None:
+        """The chunk's lines (unescaped) and its NULL count, or None if a column needs a look."""
+        columns = list(zip(*pending, strict=True))
+        rendered = []
+        for render, values in zip(self.renderers, columns, strict=True):
+            texts = render(values)
+            if texts is None:
+                return None
+            rendered.append(texts)
+        nulls = sum(values.count(None) for values in columns)
+        return list(map("\t".join, zip(*rendered, strict=True))), nulls
+
+    def checked_lines(
+        self, first_index: int, pending: list[tuple[Any, ...]]
+    ) -> tuple[list[str], int]:
+        """Like fast_lines, one row at a time; raises InvalidInput for the first bad field."""
+        lines = []
+        nulls = 0
+        for offset, values in enumerate(pending):
             try:
-                convert(value)
+                lines.append("\t".join(map(operator.call, self.converters, values)))
             except _BadValue as bad:
-                return InvalidInput(f"row {index}: {bad}")
-        return InvalidInput(f"row {index} is invalid")  # pragma: no cover - converters agree
+                raise InvalidInput(f"row {first_index + offset}: {bad}") from None
+            nulls += values.count(None)
+        return lines, nulls
 
     def escaped_line(self, index: int, values: tuple[Any, ...]) -> str:
-        """One row as COPY text with every field escaped (the slow path)."""
+        """One row as COPY text with every field escaped, NUL and lone surrogates refused."""
         fields = []
         for column, convert, value in zip(self.columns, self.converters, values, strict=True):
             if value is None:
@@ -432,14 +549,15 @@ class _CopyLayout:
             fields.append(text.translate(_ESCAPES))
         return "\t".join(fields)
 
-    def chunk(
-        self, first_index: int, lines: list[str], pending: list[tuple[Any, ...]], nulls: int
-    ) -> bytes:
-        """Encode the lines of one COPY data message; escape them when any field needs it.
+    def chunk(self, first_index: int, pending: list[tuple[Any, ...]]) -> bytes:
+        """Validate and encode the rows of one COPY data message (``first_index``: the first's).
 
-        The fast path checks the joined text as a whole: it holds no escapes exactly when it
-        has one tab per separator, one newline per row, one backslash per NULL, no CR, no NUL.
+        Escaping is needed exactly when the joined text has more than one tab per separator,
+        one newline per row and one backslash per NULL, or any CR or NUL: that is checked on
+        the whole text, and only then is each field escaped.
         """
+        done = self.fast_lines(pending)
+        lines, nulls = done if done is not None else self.checked_lines(first_index, pending)
         text = "\n".join(lines) + "\n"
         rows = len(lines)
         if (
@@ -461,28 +579,26 @@ class _CopyLayout:
             raise  # pragma: no cover - escaped_line found it
 
     def copy_chunks(self, rows: Iterable[object]) -> Iterator[bytes]:
-        """Validate and encode ``rows`` as COPY text, yielding one bytes chunk per message."""
-        converters = self.converters
-        call = operator.call
-        lines: list[str] = []
+        """Validate and encode ``rows`` as COPY text, one bytes chunk per data message.
+
+        A chunk holds COPY_CHUNK_ROWS rows, fewer when rows are so large that it would pass
+        COPY_CHUNK_BYTES: memory stays bounded whatever the number of rows.
+        """
+        per_chunk = COPY_CHUNK_ROWS
         pending: list[tuple[Any, ...]] = []
-        nulls = size = 0
-        index = -1
+        values = self.values
         for index, row in enumerate(rows):
-            values = self.values(index, row)
-            try:
-                line = "\t".join(map(call, converters, values))
-            except _BadValue:
-                raise self.row_error(index, values) from None
-            lines.append(line)
-            pending.append(values)
-            nulls += values.count(None)
-            size += len(line)
-            if len(lines) >= COPY_CHUNK_ROWS or size >= COPY_CHUNK_CHARS:
-                yield self.chunk(index + 1 - len(lines), lines, pending, nulls)
-                lines, pending, nulls, size = [], [], 0, 0
-        if lines:
-            yield self.chunk(index + 1 - len(lines), lines, pending, nulls)
+            pending.append(values(index, row))
+            if len(pending) >= per_chunk:
+                data = self.chunk(index + 1 - len(pending), pending)
+                yield data
+                pending = []
+                if len(data) > COPY_CHUNK_BYTES:
+                    per_chunk = max(1, per_chunk * COPY_CHUNK_BYTES // len(data))
+                else:
+                    per_chunk = min(COPY_CHUNK_ROWS, per_chunk * 2)
+        if pending:
+            yield self.chunk(index + 1 - len(pending), pending)
 
 
 _CELL_LAYOUT: Final = _CopyLayout.of(
@@ -509,6 +625,26 @@ def _guarded(chunks: Iterator[bytes], failures: list[BaseException]) -> Iterator
         yield _ABORT_COPY
 
 
+@contextlib.contextmanager
+def _driver_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """A pg8000 cursor of ``connection``, its errors raised as SQLAlchemy's DBAPIError.
+
+    The bulk paths talk to the driver directly: COPY has no SQLAlchemy API, and lookups skip
+    SQLAlchemy's Row objects. Wrapped, the driver's errors reach translated_errors as usual.
+    """
+    if not connection.in_transaction():
+        connection.begin()  # what connection.execute would do: the caller owns it
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None
+    cursor = driver_connection.cursor()
+    try:
+        yield cursor
+    except pg8000.exceptions.Error as error:
+        raise sa_exc.DBAPIError(statement, None, error) from None
+    finally:
+        cursor.close()
+
+
 def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -> int:
     """Stream ``rows`` into ``layout.table`` with COPY inside a savepoint; return rows written."""
     if isinstance(rows, str | bytes | Mapping):
@@ -521,17 +657,12 @@ def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -
     failures: list[BaseException] = []
     savepoint = connection.begin_nested()
     try:
-        with translated_errors(unique=layout.unique, foreign_keys=layout.foreign_keys):
-            driver_connection = connection.connection.driver_connection
-            assert driver_connection is not None
-            cursor = driver_connection.cursor()
-            try:
-                cursor.execute(statement, stream=_guarded(chain([first], chunks), failures))
-                written = int(cursor.rowcount)
-            except pg8000.exceptions.Error as error:
-                raise sa_exc.DBAPIError(statement, None, error) from None
-            finally:
-                cursor.close()
+        with (
+            translated_errors(unique=layout.unique, foreign_keys=layout.foreign_keys),
+            _driver_cursor(connection, statement) as cursor,
+        ):
+            cursor.execute(statement, stream=_guarded(chain([first], chunks), failures))
+            written = int(cursor.rowcount)
     except BaseException:
         savepoint.rollback()
         if failures:
@@ -707,10 +838,12 @@ def get_cell_metadata_by_ids(
     """
     names = _check_columns(columns)
     ids = _check_ids(cell_ids)
-    statement = build_select_cells_by_ids(names)
+    compiled = build_select_cells_by_ids(names).compile(dialect=connection.dialect)
+    assert compiled.positiontup == ["ids"], "casdb runs on pg8000 (a positional paramstyle)"
+    statement = compiled.string
     found: list[CellMetadata] = []
-    with translated_errors():
+    with translated_errors(), _driver_cursor(connection, statement) as cursor:
         for start in range(0, len(ids), LOOKUP_CHUNK_SIZE):
-            result = connection.execute(statement, {"ids": ids[start : start + LOOKUP_CHUNK_SIZE]})
-            found.extend([_cell_metadata_from_row(names, row) for row in result])
+            cursor.execute(statement, (ids[start : start + LOOKUP_CHUNK_SIZE],))
+            found.extend([_cell_metadata_from_row(names, row) for row in cursor.fetchall()])
     return found
