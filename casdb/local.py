@@ -34,7 +34,13 @@ DEFAULT_DATABASE = "casdb"
 
 
 def default_data_dir() -> Path:
-    """Return the per-user directory of the persistent local server."""
+    """Return the directory of the persistent local server.
+
+    ``CASDB_LOCAL_DATA_DIR`` overrides the per-user default (platformdirs' user data dir).
+    """
+    override = os.environ.get("CASDB_LOCAL_DATA_DIR")
+    if override:
+        return Path(override).expanduser().resolve()
     return platformdirs.user_data_path("casdb") / "postgres"
 
 
