@@ -209,6 +209,10 @@ def translated_errors(
             raise AlreadyExists(f"a row with this {field} already exists", field=field) from None
         if code == "23503" and foreign_keys and constraint in foreign_keys:
             raise NotFound(foreign_keys[constraint]) from None
-        message = fields.get("M") or type(error.orig).__name__
+        if fields:
+            message = fields.get("M", "")
+        else:  # a driver-side failure (network error, closed connection): no server fields
+            text = str(error.orig).strip().splitlines()
+            message = text[0] if text else type(error.orig).__name__
         detail = f" (SQLSTATE {code})" if code else ""
         raise DatabaseError(f"database error: {message}{detail}") from None

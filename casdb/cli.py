@@ -12,6 +12,8 @@ Commands::
     casdb local start|stop|status|url
                                   the per-user local PostgreSQL (the default database)
     casdb demo                    sample data and every area's operations, printed
+    casdb cells ingest FILE.csv --ingest-id ID --dataset-id D
+                                  bulk-ingest cell metadata from a CSV file
 
 The ``db`` commands use casdb's configuration (``SQLALCHEMY_DATABASE_URI``, the ``DB_*``
 variables, or the local PostgreSQL when none is set; see casdb.config); ``--url URL``
@@ -41,6 +43,7 @@ import io
 import logging
 import shlex
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,6 +58,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from casdb import migrate
 from casdb.adopt import AdoptRefused, adopt
 from casdb.config import DRIVER, DatabaseConfig, config_from_env
+from casdb.csv_ingest import ingest_csv
 from casdb.demo import is_empty, run_demo
 from casdb.engine import config_for_url, create_engine
 from casdb.errors import CasdbError, ConfigurationError
@@ -162,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_commands(commands)
     _add_local_commands(commands)
     _add_demo_command(commands)
+    _add_cells_commands(commands)
     return parser
 
 
@@ -762,6 +767,69 @@ def _add_demo_command(commands: Any) -> None:
                         help="run even when the database already holds data")
     parser.add_argument("--keep", action="store_true",
                         help="commit the sample data instead of rolling it back")
+
+
+# --- cells ---------------------------------------------------------------------------
+
+
+def _progress_printer() -> Callable[[int, int, int], None]:
+    """Print rows, rows/s and the share of the file read: one updating line on a terminal."""
+    started = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def show(rows: int, done: int, total: int) -> None:
+        seconds = max(time.monotonic() - started, 1e-9)
+        share = f"{100 * done / total:5.1f}%" if total else "100.0%"
+        line = f"casdb: {share} of the file, {rows:,} rows, {rows / seconds:,.0f} rows/s"
+        if tty:
+            width = 30
+            filled = int(width * done / total) if total else width
+            line = f"\r[{'#' * filled}{'.' * (width - filled)}] {line[len('casdb: '):]}"
+            print(line, end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_cells_ingest(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file")
+    with _transaction(args) as (engine, conn):
+        started = time.monotonic()
+        written = ingest_csv(conn, path=path, cas_ingest_id=args.ingest_id,
+                             dataset_id=args.dataset_id,
+                             progress=None if args.quiet else _progress_printer())
+        if not args.quiet and sys.stderr.isatty():
+            print(file=sys.stderr)
+    seconds = time.monotonic() - started
+    _out(f"ingested {written:,} cells into {args.ingest_id!r} on {_describe(engine)} "
+         f"in {seconds:.1f} s ({written / max(seconds, 1e-9):,.0f} rows/s)")
+    return EXIT_OK
+
+
+def _add_cells_commands(commands: Any) -> None:
+    group = add_group(commands, "cells", help="cell metadata: bulk ingest from CSV")
+    parser = add_command(
+        group,
+        "ingest",
+        cmd_cells_ingest,
+        help="bulk-ingest cell metadata from a CSV file (streaming, all or nothing)",
+        description="Stream the cells of FILE into ingest ID (created with dataset D if it "
+        "does not exist) with COPY, in one transaction: a malformed row stops it with its "
+        "line number and field, and nothing is written. The header names cells_cellinfo "
+        "columns (cas_cell_index and cell_type required); empty fields are NULL; "
+        "is_primary_data takes true/false, obs_metadata_extra a JSON document.",
+        epilog="exit codes: 0 ingested, 1 bad row or database error (nothing written), "
+        "2 usage or configuration error",
+        parents=[_connection_options()],
+    )
+    parser.add_argument("file", type=Path, metavar="FILE.csv", help="the CSV file")
+    parser.add_argument("--ingest-id", required=True, help="cas_ingest_id to fill")
+    parser.add_argument("--dataset-id", required=True,
+                        help="dataset_id of the ingest, if it has to be created")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
 
 
 # --- entry point ---------------------------------------------------------------------

@@ -12,7 +12,17 @@ class ConfigurationError(CasdbError):
 
 
 class InvalidInput(CasdbError):
-    """An argument is not acceptable; raised before any SQL runs where it can be checked."""
+    """An argument is not acceptable; raised before any SQL runs where it can be checked.
+
+    For a bad row of a bulk operation, ``row`` is its index in the input and ``field`` the
+    column at fault (when known); ``detail`` is the message without the row prefix.
+    """
+
+    def __init__(self, detail: str, *, row: int | None = None, field: str | None = None) -> None:
+        super().__init__(detail if row is None else f"row {row}: {detail}")
+        self.detail = detail
+        self.row = row
+        self.field = field
 
 
 class NotFound(CasdbError):

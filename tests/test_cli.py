@@ -107,7 +107,7 @@ def test_help_documents_commands_and_exit_codes(capsys: pytest.CaptureFixture[st
         assert fragment in out
     commands = _all_commands()
     expected = {
-        ("db",), ("local",), ("demo",),
+        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"),
         *(("db", name) for name in
           ("upgrade", "downgrade", "current", "history", "sql", "check", "adopt")),
         *(("local", name) for name in ("start", "stop", "status", "url")),
