@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
 from casdb import CasdbError, UserActivityEvent
-from casdb.queries import activity, keys, ml_models, quotas, users
+from casdb.queries import activity, cells, keys, ml_models, quotas, users
 from casdb.tables import metadata
 from tests.conftest import rolled_back
 from tests.strategies import aware_times, emails, nonempty255
@@ -60,6 +60,7 @@ def _checksum(conn: Connection) -> dict[str, str]:
 
 USER_ID = st.shared(st.integers(1, 3), key="user")  # ids of the users the test creates
 MODEL_ID = st.integers(1, 3)  # ids of the models the test creates
+INGEST_ID = st.sampled_from(["ing-0", "ing-1", "ing-2", "ing-9"])  # the test creates 0-2
 counts = st.integers(0, 2**31 - 1)
 
 # operation -> strategies of its keyword arguments (valid values mixed with hostile ones)
@@ -114,6 +115,30 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
     }),
     "get_index_by_name": (ml_models.get_index_by_name, {"index_name": _arg(nonempty255)}),
     "list_indexes_for_model": (ml_models.list_indexes_for_model, {"model_id": _arg(MODEL_ID)}),
+    "create_ingest": (cells.create_ingest, {
+        "cas_ingest_id": _arg(INGEST_ID), "dataset_id": _arg(nonempty255),
+        "uns_metadata": _arg(st.none() | st.dictionaries(st.text(max_size=5), st.integers())),
+        "ingest_timestamp": _arg(st.none() | aware_times),
+    }),
+    "get_ingest": (cells.get_ingest, {"cas_ingest_id": _arg(INGEST_ID)}),
+    "delete_ingest": (cells.delete_ingest, {"cas_ingest_id": _arg(INGEST_ID)}),
+    "count_cells": (cells.count_cells, {"cas_ingest_id": _arg(st.none() | INGEST_ID)}),
+    "list_features_for_ingest": (cells.list_features_for_ingest, {
+        "cas_ingest_id": _arg(INGEST_ID)}),
+    "insert_cells": (cells.insert_cells, {"rows": _arg(st.lists(st.fixed_dictionaries({
+        "cas_cell_index": _arg(st.integers(1, 10)), "cas_ingest_id": _arg(INGEST_ID),
+        "cell_type": _arg(nonempty255), "total_mrna_umis": _arg(st.none() | counts),
+        "obs_metadata_extra": _arg(st.dictionaries(st.text(max_size=5), hostile, max_size=2)),
+    }), max_size=4))}),
+    "insert_features": (cells.insert_features, {"rows": _arg(st.lists(st.fixed_dictionaries({
+        "cas_feature_index": _arg(st.integers(1, 10)), "cas_ingest_id": _arg(INGEST_ID),
+        "original_feature_id": _arg(nonempty255), "feature_name": _arg(nonempty255),
+    }), max_size=4))}),
+    "get_cell_metadata_by_ids": (cells.get_cell_metadata_by_ids, {
+        "cell_ids": _arg(st.lists(st.integers(0, 12), max_size=6)),
+        "columns": _arg(st.none() | st.lists(st.sampled_from(
+            ["cell_type", "tissue", "obs_metadata_extra", "nope", "cell_type; --"]), max_size=3)),
+    }),
 }
 
 
@@ -131,6 +156,14 @@ def run_hostile(engine: Engine, operation: Callable[..., Any], kwargs: dict[str,
 
 
 def _three_of_each(conn: Connection) -> None:
+    for n in range(3):
+        cells.create_ingest(conn, cas_ingest_id=f"ing-{n}", dataset_id="d")
+        cells.insert_cells(conn, rows=[{"cas_cell_index": 3 * n + k + 1,
+                                        "cas_ingest_id": f"ing-{n}", "cell_type": "T"}
+                                       for k in range(3)])
+        cells.insert_features(conn, rows=[{"cas_feature_index": n + 1,
+                                           "cas_ingest_id": f"ing-{n}",
+                                           "original_feature_id": "f", "feature_name": "F"}])
     conn.execute(text("SELECT setval('users_user_id_seq', 1, false)"))
     conn.execute(text("SELECT setval('ml_management_model_id_seq', 1, false)"))
     for n in range(3):

@@ -714,7 +714,7 @@ def _roll_back(connection: Connection, savepoint: NestedTransaction) -> None:
 
 def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -> int:
     """Stream ``rows`` into ``layout.table`` with COPY inside a savepoint; return rows written."""
-    if isinstance(rows, str | bytes | Mapping):
+    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
         raise InvalidInput("rows must be an iterable of records or mappings")
     chunks = layout.copy_chunks(rows)
     first = next(chunks, None)  # a bad row among the first ones fails before any SQL
@@ -745,7 +745,12 @@ def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -
 def _check_ids(cell_ids: Iterable[Any]) -> list[int]:
     if isinstance(cell_ids, str | bytes | Mapping):
         raise InvalidInput("cell_ids must be an iterable of integers")
-    ids = list(cell_ids)
+    try:
+        ids = list(cell_ids)
+    except TypeError:
+        raise InvalidInput(
+            f"cell_ids must be an iterable of integers, got {type(cell_ids).__name__}"
+        ) from None
     if not set(map(type, ids)) <= {int}:
         for position, value in enumerate(ids):
             if isinstance(value, bool | str) or not hasattr(value, "__index__"):
@@ -772,7 +777,12 @@ def _check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
         return CELL_COLUMN_NAMES
     if isinstance(columns, str | bytes):
         raise InvalidInput("columns must be a list of column names, not one string")
-    given = list(columns)
+    try:
+        given = list(columns)
+    except TypeError:
+        raise InvalidInput(
+            f"columns must be a list of column names, got {type(columns).__name__}"
+        ) from None
     unknown = [name for name in given if not isinstance(name, str) or name not in CELL_COLUMN_NAMES]
     if unknown:
         raise InvalidInput(
