@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import URL, Connection, Engine
 
 from casdb import migrate
+from casdb.config import CONNECTION_VARIABLES
 from casdb.local import temporary_server
 
 settings.register_profile(
@@ -37,6 +38,18 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DB_* variable from the caller's shell, and never the user's own local server."""
+    for name in CONNECTION_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+    def refuse() -> None:
+        raise AssertionError("a test reached for the user's local default server")
+
+    monkeypatch.setattr("casdb.engine.local_default_config", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from sqlalchemy import URL, Engine, text
 from casdb import catalog, migrate
 from casdb.adopt import AdoptRefused, adopt, compare
 from casdb.cli import main
-from casdb.config import CONNECTION_VARIABLES
 from tests.conftest import load_original_schema
 
 HEAD = migrate.head_revision()
@@ -28,17 +27,6 @@ CAS_TABLES = [
     "users_useractivity",
     "users_userkey",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in CONNECTION_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-    def refuse() -> None:
-        raise AssertionError("a test reached for the user's local default server")
-
-    monkeypatch.setattr("casdb.engine.local_default_config", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -22,18 +22,6 @@ HEAD = migrate.head_revision()
 BASELINE = migrate.BASELINE_REVISION
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DB_* variable from the caller's shell, and never the user's own local server."""
-    for name in CONNECTION_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-    def refuse() -> None:
-        raise AssertionError("a test reached for the user's local default server")
-
-    monkeypatch.setattr("casdb.engine.local_default_config", refuse)
-
-
 def _render(url: URL) -> str:
     return url.render_as_string(hide_password=False)
 
