@@ -421,3 +421,19 @@ def test_demo_refuses_a_database_with_another_schema(
     assert code == 1
     _assert_one_line_error(err)
     assert _tables(db_url) == ["something_else"]
+
+
+def test_cli_output_never_shows_the_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    password = "pw-Zq9@:/%#?&'-secret"
+    for name, value in {"DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_USER": "cas",
+                        "DB_PASSWORD": password, "DB_NAME": "cas"}.items():
+        monkeypatch.setenv(name, value)
+    for argv in (["db", "current"], ["db", "upgrade"], ["demo"], ["--traceback", "db", "check"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 1, argv
+        assert password not in out + err, argv
+    url = f"postgresql://cas:{password.replace('@', '%40').replace('/', '%2F')}@127.0.0.1:1/cas"
+    code, out, err = run(capsys, "--url", url, "db", "current")
+    assert code == 1 and "secret" not in out + err
