@@ -437,3 +437,21 @@ def test_cli_output_never_shows_the_password(
     url = f"postgresql://cas:{password.replace('@', '%40').replace('/', '%2F')}@127.0.0.1:1/cas"
     code, out, err = run(capsys, "--url", url, "db", "current")
     assert code == 1 and "secret" not in out + err
+
+
+def test_demo_with_nothing_configured_uses_the_local_server(tmp_path: Path) -> None:
+    """The README's main command: no DB_* at all -> the local PostgreSQL, started on demand."""
+    tmp_path.chmod(0o711)
+    data_dir = tmp_path / "pg"
+    env = _subprocess_env({"CASDB_LOCAL_DATA_DIR": str(data_dir)})
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "casdb.cli", "demo"], capture_output=True, text=True,
+            env=env, cwd=tmp_path, timeout=300, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "using the local embedded PostgreSQL" in result.stderr
+        assert str(data_dir) in result.stderr
+        assert "== cells" in result.stdout and "rolled back" in result.stdout
+    finally:
+        LocalServer(data_dir).stop()
