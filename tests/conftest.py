@@ -127,6 +127,17 @@ def conn(engine: Engine) -> Iterator[Connection]:
         yield connection
 
 
+def execute_sql(url: URL | str, *statements: str) -> None:
+    """Run raw SQL statements on the database at ``url`` and commit (test setup only)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
 def load_original_schema(url: URL) -> None:
     """Load the live CAS schema fixture (pg_dump output) into the empty database at ``url``."""
     sql = (FIXTURES / "original_cas_schema.sql").read_text()

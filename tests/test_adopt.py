@@ -13,7 +13,7 @@ from sqlalchemy import URL, Engine, text
 from casdb import catalog, migrate
 from casdb.adopt import AdoptRefused, adopt, compare
 from casdb.cli import main
-from tests.conftest import load_original_schema
+from tests.conftest import execute_sql, load_original_schema
 
 HEAD = migrate.head_revision()
 BASELINE = migrate.BASELINE_REVISION
@@ -48,16 +48,6 @@ def _engine(url: str) -> Engine:
     return sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
 
 
-def _execute(url: str, *statements: str) -> None:
-    engine = _engine(url)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
-
-
 def _state(url: str) -> tuple[dict[str, list[list[Any]]], tuple[str, ...]]:
     engine = _engine(url)
     try:
@@ -86,7 +76,7 @@ def _rows(url: str) -> dict[str, list[dict[str, Any]]]:
 
 def _insert_live_rows(url: str) -> None:
     """Rows as the original CAS wrote them: explicit values, legacy featureinfo.id, two defaults."""
-    _execute(
+    execute_sql(
         url,
         "INSERT INTO users_user (email, username, active, requests_processed, cells_processed, "
         "is_admin, cell_quota, lifetime_cell_quota, quota_increased, created_at, "
@@ -181,7 +171,7 @@ def test_adopt_stamps_a_live_database_without_alembic_version(
     live: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _insert_live_rows(live)
-    _execute(live, "DROP TABLE alembic_version")
+    execute_sql(live, "DROP TABLE alembic_version")
     before = _rows(live)
     code, out, err = run(capsys, "--url", live, "db", "adopt")
     assert code == 0, err
@@ -202,7 +192,7 @@ def test_adopt_dry_run_changes_nothing(live: str, capsys: pytest.CaptureFixture[
 def test_adopt_reports_harmless_differences_and_proceeds(
     live: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _execute(
+    execute_sql(
         live,
         "CREATE INDEX ix_extra_username ON users_user (username)",
         "ALTER TABLE users_user ALTER COLUMN username SET DEFAULT 'anonymous'",
@@ -261,7 +251,7 @@ def test_adopt_refuses_a_database_at_an_intermediate_casdb_revision(
 ) -> None:
     # A chain with a revision after the baseline that is not the head: pretend HEAD is older.
     monkeypatch.setattr(migrate, "head_revision", lambda: "f" * 12)
-    _execute(live, f"UPDATE alembic_version SET version_num = '{HEAD}'")
+    execute_sql(live, f"UPDATE alembic_version SET version_num = '{HEAD}'")
     code, _, err = run(capsys, "--url", live, "db", "adopt")
     assert code == 1 and "already adopted" in err and "casdb db upgrade" in err
 
@@ -297,7 +287,7 @@ def test_adopt_refuses_a_drifted_database_changing_nothing(
     live: str, drift: str, reported: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _insert_live_rows(live)
-    _execute(live, drift)
+    execute_sql(live, drift)
     state, rows = _state(live), _rows(live)
     code, out, err = run(capsys, "--url", live, "db", "adopt")
     assert code == 1
@@ -322,7 +312,7 @@ def test_adopt_refuses_an_empty_database(
 
 
 def test_adopt_refuses_an_unknown_revision(live: str, capsys: pytest.CaptureFixture[str]) -> None:
-    _execute(live, "UPDATE alembic_version SET version_num = '0123abcd4567'")
+    execute_sql(live, "UPDATE alembic_version SET version_num = '0123abcd4567'")
     state = _state(live)
     code, _, err = run(capsys, "--url", live, "db", "adopt")
     assert code == 1 and "unknown alembic revision 0123abcd4567" in err and BASELINE in err
@@ -333,14 +323,14 @@ def test_adopt_refuses_a_database_that_is_not_cas(
     make_database: Callable[..., URL], capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = make_database().render_as_string(hide_password=False)
-    _execute(url, "CREATE TABLE invoices (id serial PRIMARY KEY, total numeric)")
+    execute_sql(url, "CREATE TABLE invoices (id serial PRIMARY KEY, total numeric)")
     code, _, err = run(capsys, "--url", url, "db", "adopt")
     assert code == 1 and "unknown schema" in err and "invoices" in err
     assert _state(url)[1] == ()
 
 
 def test_adopt_refused_error_carries_the_differences(live: str) -> None:
-    _execute(live, "ALTER TABLE users_user DROP COLUMN username")
+    execute_sql(live, "ALTER TABLE users_user DROP COLUMN username")
     engine = _engine(live)
     with engine.connect() as conn, pytest.raises(AdoptRefused) as refused:
         adopt(conn)

@@ -16,6 +16,7 @@ from casdb import migrate
 from casdb.cli import build_parser, main
 from casdb.config import CONNECTION_VARIABLES
 from casdb.local import LocalServer
+from tests.conftest import execute_sql
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = migrate.head_revision()
@@ -36,16 +37,6 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def _execute(url: str, *statements: str) -> None:
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(text(statement))
-    finally:
-        engine.dispose()
 
 
 def _tables(url: str) -> list[str]:
@@ -166,7 +157,7 @@ def test_migration_commands_on_a_fresh_database(
 
 def test_check_lists_drift_and_exits_1(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "--url", db_url, "db", "upgrade")[0] == 0
-    _execute(
+    execute_sql(
         db_url,
         "ALTER TABLE users_user ADD COLUMN nickname varchar(40)",
         "DROP INDEX ix_users_userkey_user_id",
@@ -416,7 +407,7 @@ def test_demo_on_an_empty_database_then_refuses_a_non_empty_one(
 def test_demo_refuses_a_database_with_another_schema(
     db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _execute(db_url, "CREATE TABLE something_else (id int)")
+    execute_sql(db_url, "CREATE TABLE something_else (id int)")
     code, _, err = run(capsys, "--url", db_url, "demo")
     assert code == 1
     _assert_one_line_error(err)
