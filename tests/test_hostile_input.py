@@ -4,6 +4,7 @@ error — never a driver exception, never a hang — and an error leaves the dat
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import math
 import uuid
 from collections.abc import Callable
@@ -199,3 +200,17 @@ def test_sql_fragments_are_data(conn: Connection) -> None:
     assert users.get_user_by_email(conn, email=email) == user
     assert user.username == SQL_INJECTION
     assert conn.execute(text("SELECT count(*) FROM users_user")).scalar_one() >= 1
+
+
+def test_every_public_operation_with_arguments_is_covered() -> None:
+    covered = {operation for operation, _ in OPERATIONS.values()}
+    for module in (users, activity, quotas, keys, ml_models, cells):
+        for name, function in vars(module).items():
+            if (
+                inspect.isfunction(function)
+                and function.__module__ == module.__name__
+                and not name.startswith(("_", "build_"))
+                and next(iter(inspect.signature(function).parameters), None) == "connection"
+                and len(inspect.signature(function).parameters) > 1
+            ):
+                assert function in covered, f"{module.__name__}.{name} has no hostile-input test"
