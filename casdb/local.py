@@ -90,6 +90,8 @@ def _free_port(preferred: int | None = None) -> int:
     """Return ``preferred`` if it is free on 127.0.0.1, else any free port."""
     for candidate in ([preferred] if preferred else []) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As PostgreSQL binds: a port in TIME_WAIT after a stop is still ours to reuse.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", candidate))
             except OSError:

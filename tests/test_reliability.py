@@ -57,7 +57,7 @@ def test_engine_recovers_after_a_server_restart() -> None:
             server.stop()
             with pytest.raises(sqlalchemy.exc.DBAPIError), engine.connect():
                 pass
-            server.start()
+            assert server.start() == engine.url  # same port: the URL stays valid
             # Pooled connections died with the old server; pre-ping replaces them.
             for _ in range(3):
                 with engine.connect() as conn:
