@@ -80,6 +80,7 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
     "increase_lifetime_quota": (users.increase_lifetime_quota, {
         "user_id": _arg(USER_ID), "new_quota": _arg(st.none() | counts)}),
     "get_user_usage": (users.get_user_usage, {"user_id": _arg(USER_ID)}),
+    "get_user_with_usage": (users.get_user_with_usage, {"user_id": _arg(USER_ID)}),
     "log_user_activity": (activity.log_user_activity, {
         "user_id": _arg(USER_ID), "model_name": _arg(nonempty255),
         "method": _arg(st.none() | nonempty255), "cell_count": _arg(counts),

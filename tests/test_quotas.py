@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine
 from casdb import InvalidInput, NotFound, UserActivityEvent
 from casdb.queries import activity, quotas, users
 from tests.conftest import rolled_back
-from tests.strategies import aware_times, counts
+from tests.strategies import aware_times, counts, statements_sent
 
 Row = tuple[str | None, int, UserActivityEvent, dt.datetime]
 
@@ -125,3 +125,12 @@ def test_errors(conn: Connection) -> None:
         quotas.get_user_quota(conn, user_id=1, now=now.replace(tzinfo=None))
     with pytest.raises(InvalidInput):
         quotas.cells_processed_this_week(conn, user_id=1, now="now")  # type: ignore[arg-type]
+
+
+def test_quota_takes_two_queries(conn: Connection) -> None:
+    user = users.create_user(conn, email="two@cas.org", username="T")
+    with statements_sent(conn) as sent:
+        quotas.get_user_quota(conn, user_id=user.id, now=dt.datetime.now(dt.UTC))
+    assert len(sent) == 2  # the user with usage totals, then the week's cells
+    both = users.get_user_with_usage(conn, user_id=user.id)
+    assert both.user == user and both.usage == users.get_user_usage(conn, user_id=user.id)

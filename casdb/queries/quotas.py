@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 from sqlalchemy import Connection, Select, func, select
 
-from casdb._checks import check_int, from_db_time, to_db_time, translated_errors
-from casdb.queries.users import User, get_user, get_user_usage
+from casdb._checks import from_db_time, to_db_time, translated_errors
+from casdb.queries.users import User, get_user, get_user_with_usage
 from casdb.tables import UserActivityEvent, users_useractivity
 
 
@@ -60,16 +60,13 @@ def build_cells_in_window(user_id: int, start: dt.datetime, end: dt.datetime) ->
     return select(func.coalesce(total, 0))
 
 
-def _user_and_window(
-    connection: Connection, user_id: int, now: dt.datetime
-) -> tuple[User, dt.datetime, int]:
-    check_int("user_id", user_id)
+def _window(connection: Connection, user: User, now: dt.datetime) -> tuple[dt.datetime, int]:
+    """Return the start of the user's current week and the cells used in it up to ``now``."""
     now_db = to_db_time("now", now)
-    user = get_user(connection, user_id=user_id)
     start = week_start(user.created_at.replace(tzinfo=None), now_db)
     with translated_errors():
-        cells = connection.execute(build_cells_in_window(user_id, start, now_db)).scalar_one()
-    return user, start, int(cells)
+        cells = connection.execute(build_cells_in_window(user.id, start, now_db)).scalar_one()
+    return start, int(cells)
 
 
 def cells_processed_this_week(connection: Connection, *, user_id: int, now: dt.datetime) -> int:
@@ -78,7 +75,8 @@ def cells_processed_this_week(connection: Connection, *, user_id: int, now: dt.d
     ``now`` must be timezone-aware. Raises NotFound for an unknown user, InvalidInput for bad
     arguments.
     """
-    return _user_and_window(connection, user_id, now)[2]
+    to_db_time("now", now)  # checked before any SQL
+    return _window(connection, get_user(connection, user_id=user_id), now)[1]
 
 
 def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) -> UserQuota:
@@ -89,8 +87,10 @@ def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) ->
     remaining_lifetime_quota is None for an unlimited lifetime quota, else never negative.
     Raises NotFound for an unknown user, InvalidInput for bad arguments.
     """
-    user, start, this_week = _user_and_window(connection, user_id, now)
-    usage = get_user_usage(connection, user_id=user_id)
+    to_db_time("now", now)  # checked before any SQL
+    found = get_user_with_usage(connection, user_id=user_id)
+    user, usage = found.user, found.usage
+    start, this_week = _window(connection, user, now)
     weekly_remaining = user.cell_quota - this_week
     lifetime_remaining = (
         None

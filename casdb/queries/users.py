@@ -61,11 +61,27 @@ class UserUsage:
     total_requests_processed: int
 
 
-_USER_COLUMNS = [users_user.c[field.name] for field in attrs.fields(User)]
+@attrs.frozen
+class UserWithUsage:
+    """A user together with their usage totals (what quota checks need, in one query)."""
+
+    user: User
+    usage: UserUsage
+
+
+_USER_FIELDS = tuple(field.name for field in attrs.fields(User))
+_USER_COLUMNS = [users_user.c[name] for name in _USER_FIELDS]
 
 
 def _user_from_row(row: Row[Any]) -> User:
-    return User(**{**row._mapping, "created_at": from_db_time(row.created_at)})
+    values = {name: row._mapping[name] for name in _USER_FIELDS}
+    return User(**values | {"created_at": from_db_time(values["created_at"])})
+
+
+def _user_with_usage_from_row(row: Row[Any]) -> UserWithUsage:
+    usage = UserUsage(user_id=row.id, total_cells_processed=int(row.total_cells),
+                      total_requests_processed=int(row.total_requests))
+    return UserWithUsage(user=_user_from_row(row), usage=usage)
 
 
 def build_create_user(values: dict[str, Any]) -> Insert:
@@ -114,8 +130,8 @@ def build_increase_lifetime_quota(user_id: int, new_quota: int | None) -> Update
     )
 
 
-def build_user_usage(user_id: int) -> Select[Any]:
-    """SELECT the usage totals of one user (no row when the user does not exist)."""
+def build_user_with_usage(user_id: int) -> Select[Any]:
+    """SELECT one user's columns and usage totals (no row when the user does not exist)."""
     succeeded = select().where(
         users_useractivity.c.user_id == user_id,
         users_useractivity.c.event == UserActivityEvent.SUCCEEDED,
@@ -123,9 +139,9 @@ def build_user_usage(user_id: int) -> Select[Any]:
     cells = succeeded.add_columns(func.coalesce(func.sum(users_useractivity.c.cell_count), 0))
     requests = succeeded.add_columns(func.count())
     return select(
-        users_user.c.id,
-        (users_user.c.cells_processed + cells.scalar_subquery()).label("cells"),
-        (users_user.c.requests_processed + requests.scalar_subquery()).label("requests"),
+        *_USER_COLUMNS,
+        (users_user.c.cells_processed + cells.scalar_subquery()).label("total_cells"),
+        (users_user.c.requests_processed + requests.scalar_subquery()).label("total_requests"),
     ).where(users_user.c.id == user_id)
 
 
@@ -248,15 +264,22 @@ def increase_lifetime_quota(
     return get_user(connection, user_id=user_id)  # already increased (or NotFound)
 
 
-def get_user_usage(connection: Connection, *, user_id: int) -> UserUsage:
-    """Return the user's totals: legacy counters plus count and cells of SUCCEEDED activity.
+def get_user_with_usage(connection: Connection, *, user_id: int) -> UserWithUsage:
+    """Return the user and their usage totals, read in one query.
 
-    Raises NotFound for an unknown id.
+    Raises NotFound for an unknown id, InvalidInput for a bad id.
     """
     check_int("user_id", user_id)
     with translated_errors():
-        row = connection.execute(build_user_usage(user_id)).one_or_none()
+        row = connection.execute(build_user_with_usage(user_id)).one_or_none()
     if row is None:
         raise NotFound(f"no user with id {user_id}")
-    return UserUsage(user_id=row.id, total_cells_processed=int(row.cells),
-                     total_requests_processed=int(row.requests))
+    return _user_with_usage_from_row(row)
+
+
+def get_user_usage(connection: Connection, *, user_id: int) -> UserUsage:
+    """Return the user's totals: legacy counters plus count and cells of SUCCEEDED activity.
+
+    Raises NotFound for an unknown id, InvalidInput for a bad id.
+    """
+    return get_user_with_usage(connection, user_id=user_id).usage
