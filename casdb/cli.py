@@ -52,12 +52,12 @@ from typing import Any
 from alembic import command
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, inspect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 from casdb import migrate
 from casdb.adopt import AdoptRefused, adopt
-from casdb.config import DRIVER, DatabaseConfig, config_from_env
+from casdb.config import DatabaseConfig, config_from_env, normalise_url
 from casdb.csv_ingest import ingest_csv
 from casdb.demo import is_empty, run_demo
 from casdb.engine import config_for_url, create_engine
@@ -178,19 +178,7 @@ def _out(line: str = "") -> None:
 
 
 def _url_config(raw: str) -> DatabaseConfig:
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ConfigurationError(
-            "--url is not a valid URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-        ) from None
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername=DRIVER)
-    if url.drivername != DRIVER:
-        raise ConfigurationError(
-            f"--url must be a PostgreSQL URL (postgresql:// or {DRIVER}://), got {url.drivername!r}"
-        )
-    return config_for_url(url)
+    return config_for_url(normalise_url(raw, source="--url"))
 
 
 def _local_server(args: argparse.Namespace) -> LocalServer:
@@ -217,7 +205,7 @@ def _config(args: argparse.Namespace) -> DatabaseConfig | None:
 
 @contextlib.contextmanager
 def _database(args: argparse.Namespace) -> Iterator[Engine]:
-    engine = create_engine(_config(args))
+    engine = create_engine(_config(args), allow_local=True)
     try:
         yield engine
     finally:
@@ -870,6 +858,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a usage error argparse has printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     handler: Handler = args.handler
+    # The library logs (the local default's announcement) on the "casdb" logger: show it.
+    messages = logging.StreamHandler(sys.stderr)
+    messages.setFormatter(logging.Formatter("casdb: %(message)s"))
+    library_log = logging.getLogger("casdb")
+    old_level = library_log.level
+    library_log.addHandler(messages)
+    library_log.setLevel(logging.INFO)
     try:
         return handler(args)
     except KeyboardInterrupt:
@@ -895,6 +890,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"the database refused the operation, nothing was committed: {_driver_message(exc)}")
         return EXIT_FAILURE
+    finally:
+        library_log.removeHandler(messages)
+        library_log.setLevel(old_level)
 
 
 if __name__ == "__main__":

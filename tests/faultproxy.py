@@ -55,7 +55,8 @@ class FaultProxy:
             sockets = list(self._peers)
             self._peers.clear()
         for sock in sockets:
-            with contextlib.suppress(OSError):
+            # A black-holed connection (accepted while silent) was never registered.
+            with contextlib.suppress(OSError, KeyError, ValueError):
                 self._selector.unregister(sock)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
