@@ -7,6 +7,7 @@ Every test is bounded by pytest-timeout, so a regression shows as a failure, not
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -168,6 +169,33 @@ def test_reset_during_a_query_ends_in_a_database_error_and_the_next_call_works(
         with eng.connect() as conn:
             assert users.get_user(conn, user_id=user.id) == user
     finally:
+        eng.dispose()
+
+
+@pytest.mark.timeout(60)
+def test_reset_while_waiting_for_the_server_ends_in_a_database_error(
+    engine: Engine, proxy: FaultProxy
+) -> None:
+    """The reset arrives while pg8000 waits for a reply (here: a row lock held elsewhere)."""
+    with engine.begin() as setup:
+        user = users.create_user(setup, email=f"{uuid.uuid4()}@cas.org", username="waits")
+    eng = casdb.create_engine(config_for_url(proxy.url(engine.url), pool_size=1))
+    timer = threading.Timer(0.5, proxy.reset)
+    try:
+        with engine.connect() as holder, eng.connect() as conn:
+            holder.begin()
+            holder.execute(text("SELECT 1 FROM users_user WHERE id = :id FOR UPDATE"),
+                           {"id": user.id})
+            conn.begin()
+            timer.start()
+            with pytest.raises(DatabaseError):
+                users.set_admin(conn, user_id=user.id, is_admin=True)
+            assert conn.invalidated
+            holder.rollback()
+        with eng.connect() as conn:
+            assert users.get_user(conn, user_id=user.id).is_admin is False
+    finally:
+        timer.cancel()
         eng.dispose()
 
 
