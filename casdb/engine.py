@@ -215,9 +215,12 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
         context.is_disconnect = True
         context.invalidate_pool_on_disconnect = not isinstance(error, TimeoutError)
         if isinstance(error, TimeoutError):
-            text = "network error: timed out waiting for the server"
-            if caller_bound is not None:
-                text += f" (DB_SOCKET_TIMEOUT_S={caller_bound:g})"
+            waited = _socket_timeout(context)
+            text = "network error: no reply from the server in time"
+            if waited is not None:
+                caller = waited == caller_bound
+                setting = "DB_SOCKET_TIMEOUT_S" if caller else "DB_CONNECT_TIMEOUT_S"
+                text += f" (waited {waited:g} s, {setting})"
         else:
             text = f"network error: {_reason(error)}"
         orig = dbapi.InterfaceError(text)
@@ -225,6 +228,18 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
         return sqlalchemy.exc.InterfaceError(
             context.statement, None, orig, hide_parameters=True, connection_invalidated=True
         )
+
+
+def _socket_timeout(context: ExceptionContext) -> float | None:
+    """Return the timeout of the socket under the failed connection, when it can be known."""
+    connection = context.connection
+    if connection is None or connection.invalidated or connection.closed:
+        return None
+    try:
+        sock = _driver_socket(connection.connection.driver_connection)
+    except Exception:  # the message only: never mask the error being handled
+        return None
+    return None if sock is None else sock.gettimeout()
 
 
 # --- the pg8000 seam ---------------------------------------------------------------------
