@@ -1,6 +1,6 @@
 """casdb: the explicit-SQL database layer of the Cell Annotation Service."""
 
-from casdb.config import DatabaseConfig, config_from_env
+from casdb.config import DatabaseConfig, config_for_url, config_from_env
 from casdb.engine import create_engine
 from casdb.errors import (
     AlreadyExists,
@@ -21,6 +21,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "UserActivityEvent",
+    "config_for_url",
     "config_from_env",
     "create_engine",
 ]
