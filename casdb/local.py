@@ -212,6 +212,11 @@ class LocalServer:
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb(owner)
             if self.running_port() is None:
+                if owner:
+                    # Again at every start: something (pytest does, for its temporary
+                    # directories) may have taken the search permission back since initdb.
+                    _make_traversable(_bin_dir())
+                    _make_traversable(self.data_dir.parent)
                 # Reuse the last port so that an exported URL stays valid across restarts.
                 port_file = self.data_dir.parent / f".{self.data_dir.name}.port"
                 last = port_file.read_text().strip() if port_file.exists() else ""

