@@ -129,6 +129,13 @@ def _name(attribute: attrs.Attribute[Any]) -> str:
     return f"{_VARIABLE_OF_FIELD[attribute.name]} ({attribute.name})"
 
 
+def _shown_value(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return "an integer too large to show"  # str() of a huge int is slow, then refused
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _in_range(
     low: float,
     high: float,
@@ -144,11 +151,15 @@ def _in_range(
         if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, kinds):
-            raise ConfigurationError(f"{_name(attribute)} must be {kind}, got {value!r}")
-        if math.isnan(value) or value < low or value > high or (low_open and value == low):
+            raise ConfigurationError(
+                f"{_name(attribute)} must be {kind}, got {_shown_value(value)}"
+            )
+        nan = value != value
+        if nan or value < low or value > high or (low_open and value == low):
             bound = f"more than {low:g}" if low_open else f"at least {low:g}"
             raise ConfigurationError(
-                f"{_name(attribute)} must be {bound} and at most {high:g}, got {value!r}"
+                f"{_name(attribute)} must be {bound} and at most {high:.10g}, "
+                f"got {_shown_value(value)}"
             )
 
     return check
@@ -156,7 +167,9 @@ def _in_range(
 
 def _boolean(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
-        raise ConfigurationError(f"{_name(attribute)} must be true or false, got {value!r}")
+        raise ConfigurationError(
+            f"{_name(attribute)} must be true or false, got {_shown_value(value)}"
+        )
 
 
 def _hide_password(url: URL) -> str:

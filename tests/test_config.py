@@ -257,7 +257,9 @@ def test_settings_are_never_silently_reinterpreted(name: str, value: str) -> Non
 
 
 @pytest.mark.parametrize("setting", [{"socket_timeout_s": 0}, {"connect_timeout_s": None},
-                                     {"pool_size": 2.5}, {"pool_pre_ping": "yes"}])
+                                     {"pool_size": 2.5}, {"pool_pre_ping": "yes"},
+                                     {"pool_size": 10**5000}, {"pool_timeout": float("nan")},
+                                     {"connect_timeout_s": float("inf")}])
 def test_explicit_settings_are_validated_too(setting: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         config_for_url("postgresql://u@h/d", **setting)
