@@ -167,11 +167,12 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
     def connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
         try:
             return dialect.loaded_dbapi.connect(*cargs, **cparams)
-        except OSError as error:  # pg8000 lets a timeout of the startup exchange out raw
-            raise dbapi.InterfaceError(
-                f"network error while connecting: {_reason(error)} (waited at most "
-                f"{pool_bound:g} s, DB_CONNECT_TIMEOUT_S)"
-            ) from error
+        except OSError as error:  # pg8000 lets errors of TLS and the startup exchange out raw
+            if isinstance(error, TimeoutError):
+                text = f"no reply from the server within {pool_bound:g} s (DB_CONNECT_TIMEOUT_S)"
+            else:
+                text = _reason(error)  # e.g. a TLS certificate that does not verify
+            raise dbapi.InterfaceError(f"network error while connecting: {text}") from error
 
     @event.listens_for(engine, "connect")
     def connected(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
