@@ -31,7 +31,7 @@ from casdb.testing.factories import Factory
 
 @pytest.fixture(scope="session")
 def casdb_database_url() -> Iterator[URL]:
-    """[session] URL of a database on the test server, beside which tests create theirs.
+    """URL of a database on the test server (a throwaway one, or CASDB_TEST_DATABASE_URL).
 
     ``CASDB_TEST_DATABASE_URL`` when set (its user needs CREATEDB), else the ``postgres``
     database of a throwaway embedded PostgreSQL started for this session. Not migrated: use
@@ -43,7 +43,7 @@ def casdb_database_url() -> Iterator[URL]:
 
 @pytest.fixture(scope="session")
 def casdb_databases(casdb_database_url: URL) -> Iterator[TemporaryDatabases]:
-    """[session] Makes databases on the test server, all dropped at the end of the session.
+    """Makes databases on the test server (``.migrated()``); dropped at the end of the session.
 
     ``casdb_databases.migrated()`` returns the URL of a new database at casdb's migration head
     (a clone of a template migrated once per session); ``.create()`` an empty one;
@@ -58,7 +58,7 @@ def casdb_databases(casdb_database_url: URL) -> Iterator[TemporaryDatabases]:
 
 @pytest.fixture(scope="module")
 def casdb_engine(casdb_databases: TemporaryDatabases) -> Iterator[Engine]:
-    """[module] An engine on this test module's own database, migrated to casdb's head.
+    """An engine on this test module's own database, migrated to casdb's head.
 
     Work committed through it (``with casdb_engine.begin() as conn: ...``) stays for the rest
     of the module: prefer ``casdb_connection``, or ``casdb.testing.rolled_back(casdb_engine)``
