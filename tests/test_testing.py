@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from sqlalchemy import URL, Connection, Engine, func, select, text
 from sqlalchemy.orm import Session
 
+import casdb
 from casdb import ConfigurationError, NotFound
 from casdb.migrate import current_revisions, head_revision
 from casdb.queries import cells, keys, ml_models, users
@@ -138,6 +139,19 @@ def test_statements_sent_sees_the_savepoint_statements(conn: RollbackConnection)
         "SAVEPOINT casdb_testing_savepoint",
         "ROLLBACK TO SAVEPOINT casdb_testing_savepoint",
     ]
+
+
+def test_casdb_environment_points_casdb_create_engine_at_the_module_database(
+    casdb_environment: str, casdb_engine: Engine
+) -> None:
+    own = casdb.create_engine()
+    try:
+        assert own.url.database == casdb_engine.url.database
+        assert casdb_environment == casdb_engine.url.render_as_string(hide_password=False)
+        with own.connect() as connection:
+            assert current_revisions(connection) == (head_revision(),)
+    finally:
+        own.dispose()
 
 
 # -- TemporaryDatabases -------------------------------------------------------------------

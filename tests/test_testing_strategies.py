@@ -79,6 +79,14 @@ def test_users_round_trip(engine: Engine, user: dict[str, Any]) -> None:
             assert getattr(created, name) == value, name
 
 
+@given(when=cs.any_aware_times)
+def test_any_aware_time_is_stored_as_the_same_instant(engine: Engine, when: dt.datetime) -> None:
+    with rolled_back(engine) as conn:
+        user = users.create_user(conn, email="t@cas.org", username="T", created_at=when)
+        assert user.created_at == when and user.created_at.tzinfo is dt.UTC
+        assert users.get_user(conn, user_id=user.id).created_at == when
+
+
 @given(data=st.data())
 def test_keys_and_activity_round_trip(engine: Engine, data: st.DataObject) -> None:
     with rolled_back(engine) as conn:
