@@ -25,21 +25,22 @@ class RollbackConnection(Connection):
     """
 
     __test__ = False  # not a test class, whatever pytest makes of the name of its importer
-    _casdb_active: bool = False
+    _casdb_wanted: bool = False  # inside rolled_back(): commit/rollback act on the savepoint
+    _casdb_ready: bool = False  # the savepoint exists in the current server transaction
 
     def begin(self) -> RootTransaction:
         """Open a savepoint when the test's transaction runs (else begin one, as usual)."""
-        if self._casdb_active and self.in_transaction():
+        if self._casdb_wanted and self.in_transaction():
             # A NestedTransaction behaves like the RootTransaction the caller asked for.
             return self.begin_nested()  # type: ignore[return-value]
         return super().begin()
 
     def commit(self) -> None:
         """Keep the work so far (until the end of the test): release the savepoint."""
-        if not self._casdb_active:
+        if not self._casdb_wanted:
             super().commit()
             return
-        if self.invalidated:
+        if self.invalidated or not self._casdb_ready:
             self._casdb_restart()
             return
         try:
@@ -49,14 +50,16 @@ class RollbackConnection(Connection):
             # COMMIT of a failed transaction rolls it back; so does this.
             self.rollback()
             return
+        self._casdb_ready = False
         self.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+        self._casdb_ready = True
 
     def rollback(self) -> None:
         """Undo the work since the last commit() (or the start of the test)."""
-        if not self._casdb_active:
+        if not self._casdb_wanted:
             super().rollback()
             return
-        if self.invalidated:
+        if self.invalidated or not self._casdb_ready:
             self._casdb_restart()
             return
         self._casdb_end_nested(commit=False)
@@ -71,18 +74,21 @@ class RollbackConnection(Connection):
                 nested.close()
 
     def _casdb_start(self) -> None:
-        super().begin()
+        self._casdb_wanted = True
+        if not self.in_transaction():
+            super().begin()
         self.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
-        self._casdb_active = True
+        self._casdb_ready = True
 
     def _casdb_restart(self) -> None:
-        # The connection broke (and was invalidated): the server rolled everything back.
-        self._casdb_active = False
+        # The connection broke (SQLAlchemy invalidated it): the server rolled everything back.
+        # Start again on a new connection; if that fails too, the next call tries again.
+        self._casdb_ready = False
         super().rollback()
         self._casdb_start()
 
     def _casdb_finish(self) -> None:
-        self._casdb_active = False
+        self._casdb_wanted = self._casdb_ready = False
         try:
             super().rollback()
         finally:
