@@ -196,10 +196,12 @@ def test_a_user_without_createdb_gets_a_clear_error(server_url: URL) -> None:
     try:
         with engine.connect() as admin:
             try:
-                admin.exec_driver_sql("CREATE ROLE casdb_kit_nocreatedb LOGIN NOCREATEDB")
+                admin.exec_driver_sql(
+                    "CREATE ROLE casdb_kit_nocreatedb LOGIN NOCREATEDB PASSWORD 'kit-pw'")
             except sqlalchemy.exc.DBAPIError:
                 pytest.skip("the test server's user cannot create roles")
-        limited = TemporaryDatabases(server_url.set(username="casdb_kit_nocreatedb"))
+        limited = TemporaryDatabases(
+            server_url.set(username="casdb_kit_nocreatedb", password="kit-pw"))
         with pytest.raises(ConfigurationError, match="CREATEDB"):
             limited.create()
     finally:
