@@ -60,7 +60,10 @@ def run_user_project(
     if database_url is not None:
         env["CASDB_TEST_DATABASE_URL"] = database_url
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        # Its own --basetemp: a pytest starting under /tmp/pytest-of-<user> takes o+x off that
+        # directory, which servers running as another user (as root: casdb-postgres) need.
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         f"--basetemp={project / '.basetemp'}", *args],
         cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
 
