@@ -1,16 +1,16 @@
-"""Test harness: one real PostgreSQL per session, a fresh migrated database per test module.
+"""casdb's own test harness, on top of its pytest plugin (casdb.testing.plugin).
 
-The server is a throwaway embedded PostgreSQL, or the one ``CASDB_TEST_DATABASE_URL`` names
-(its user needs CREATEDB: each module gets its own database, cloned from a migrated template).
-Tests roll back what they write; Hypothesis bodies use ``rolled_back`` per example.
+The plugin gives the real PostgreSQL: a throwaway embedded server, or the one
+``CASDB_TEST_DATABASE_URL`` names (its user needs CREATEDB); a template migrated once per
+session; a clone per test module; a rolled-back connection per test. This file adds what is
+casdb's own: Hypothesis profiles, an environment without DB_* variables, the live-schema
+fixture, and the fixture names the test modules use (thin aliases of the plugin's).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,14 @@ import sqlalchemy
 from hypothesis import HealthCheck, settings
 from sqlalchemy import URL, Connection, Engine
 
-from casdb import migrate
 from casdb.config import CONNECTION_VARIABLES
-from casdb.local import temporary_server
+from casdb.testing import TemporaryDatabases, rolled_back
+
+# Installed (pip install '.[test]'), the entry point has loaded the plugin under this same
+# name, so pytest skips this; from a bare checkout this loads it.
+pytest_plugins = ["casdb.testing.plugin"]
+
+__all__ = ["FIXTURES", "execute_sql", "load_original_schema", "rolled_back"]
 
 settings.register_profile(
     "ci",
@@ -37,7 +42,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 FIXTURES = Path(__file__).parent / "fixtures"
-_names = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -52,79 +56,40 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("casdb.engine.local_default_config", refuse)
 
 
-@pytest.fixture(scope="session")
-def server_url() -> Iterator[URL]:
-    """URL of a maintenance database on the test server (we create databases beside it)."""
-    given = os.environ.get("CASDB_TEST_DATABASE_URL")
-    if given:
-        yield sqlalchemy.make_url(given).set(drivername="postgresql+pg8000")
-        return
-    with temporary_server() as server:
-        yield server.url(database="postgres")
-
-
-def _admin_execute(server_url: URL, statement: str) -> None:
-    engine = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(statement)
-    finally:
-        engine.dispose()
+# -- the names the test modules use, over the plugin's fixtures ----------------------------
 
 
 @pytest.fixture(scope="session")
-def make_database(server_url: URL) -> Iterator[Callable[..., URL]]:
-    """Factory: create an empty (or templated) database, return its URL; dropped at the end."""
-    created: list[str] = []
-
-    def make(template: str | None = None) -> URL:
-        name = f"casdb_test_{os.getpid()}_{next(_names)}"
-        suffix = f" TEMPLATE {template}" if template else ""
-        _admin_execute(server_url, f"CREATE DATABASE {name}{suffix}")
-        created.append(name)
-        return server_url.set(database=name)
-
-    yield make
-    for name in created:
-        _admin_execute(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+def server_url(casdb_database_url: URL) -> URL:
+    """URL of a maintenance database on the test server (the plugin's casdb_database_url)."""
+    return casdb_database_url
 
 
 @pytest.fixture(scope="session")
-def template_database(make_database: Callable[..., URL]) -> str:
-    """A database migrated to head once; modules clone it (fast) instead of migrating."""
-    url = make_database()
-    engine = sqlalchemy.create_engine(url)
-    with engine.begin() as conn:
-        migrate.upgrade(conn, "head")
-    engine.dispose()
-    assert url.database is not None
-    return url.database
+def make_database(casdb_databases: TemporaryDatabases) -> Callable[..., URL]:
+    """Factory: ``make_database(template=None)`` creates an empty (or copied) database."""
+    return casdb_databases.create
+
+
+@pytest.fixture(scope="session")
+def template_database(casdb_databases: TemporaryDatabases) -> str:
+    """Name of the database migrated to head once per session, which clones copy."""
+    return casdb_databases.template
 
 
 @pytest.fixture(scope="module")
-def engine(make_database: Callable[..., URL], template_database: str) -> Iterator[Engine]:
-    """An engine on this module's own database at migration head."""
-    eng = sqlalchemy.create_engine(make_database(template=template_database), pool_size=10)
-    yield eng
-    eng.dispose()
-
-
-@contextlib.contextmanager
-def rolled_back(engine: Engine) -> Iterator[Connection]:
-    """A connection inside a transaction that is rolled back at the end."""
-    with engine.connect() as conn:
-        conn.begin()
-        try:
-            yield conn
-        finally:
-            conn.rollback()
+def engine(casdb_engine: Engine) -> Engine:
+    """An engine on this module's own database at migration head (casdb_engine)."""
+    return casdb_engine
 
 
 @pytest.fixture
-def conn(engine: Engine) -> Iterator[Connection]:
-    """A connection whose writes are rolled back after the test."""
-    with rolled_back(engine) as connection:
-        yield connection
+def conn(casdb_connection: Connection) -> Connection:
+    """A connection whose writes are rolled back after the test (casdb_connection)."""
+    return casdb_connection
+
+
+# -- helpers -------------------------------------------------------------------------------
 
 
 def execute_sql(url: URL | str, *statements: str) -> None:

@@ -1,0 +1,130 @@
+"""Connections whose work is rolled back at the end of a test, even when the code commits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RootTransaction, event
+from sqlalchemy import exc as sa_exc
+
+# A name no code under test uses: the savepoint its commit() and rollback() act on.
+_SAVEPOINT = "casdb_testing_savepoint"
+
+
+class RollbackConnection(Connection):
+    """A Connection inside a transaction that the test rolls back, whatever the code does.
+
+    The code under test may treat it as a fresh connection: ``commit()`` releases a savepoint
+    (the work stays visible on this connection, never on others, and is rolled back at the end
+    of the test), ``rollback()`` returns to the state of the last ``commit()``, and
+    ``begin()`` (also ``with conn.begin():``) opens a savepoint. ``begin_nested()`` works as
+    usual. What cannot be emulated: other connections never see the work, ``close()`` ends the
+    test's transaction early, and AUTOCOMMIT isolation defeats the rollback.
+    """
+
+    __test__ = False  # not a test class, whatever pytest makes of the name of its importer
+    _casdb_wanted: bool = False  # inside rolled_back(): commit/rollback act on the savepoint
+    _casdb_ready: bool = False  # the savepoint exists in the current server transaction
+
+    def begin(self) -> RootTransaction:
+        """Open a savepoint when the test's transaction runs (else begin one, as usual)."""
+        if self._casdb_wanted and self.in_transaction():
+            # A NestedTransaction behaves like the RootTransaction the caller asked for.
+            return self.begin_nested()  # type: ignore[return-value]
+        return super().begin()
+
+    def commit(self) -> None:
+        """Keep the work so far (until the end of the test): release the savepoint."""
+        if not self._casdb_wanted:
+            super().commit()
+            return
+        if self.invalidated or not self._casdb_ready:
+            self._casdb_restart()
+            return
+        try:
+            self._casdb_end_nested(commit=True)
+            self.exec_driver_sql(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+        except sa_exc.DBAPIError:
+            # COMMIT of a failed transaction rolls it back; so does this.
+            self.rollback()
+            return
+        self._casdb_ready = False
+        self.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+        self._casdb_ready = True
+
+    def rollback(self) -> None:
+        """Undo the work since the last commit() (or the start of the test)."""
+        if not self._casdb_wanted:
+            super().rollback()
+            return
+        if self.invalidated or not self._casdb_ready:
+            self._casdb_restart()
+            return
+        self._casdb_end_nested(commit=False)
+        self.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+
+    def _casdb_end_nested(self, *, commit: bool) -> None:
+        # A real commit or rollback ends the savepoints the code left open: so do we.
+        while (nested := self.get_nested_transaction()) is not None:
+            if commit and nested.is_active:
+                nested.commit()
+            else:
+                nested.close()
+
+    def _casdb_start(self) -> None:
+        self._casdb_wanted = True
+        if not self.in_transaction():
+            super().begin()
+        self.exec_driver_sql(f"SAVEPOINT {_SAVEPOINT}")
+        self._casdb_ready = True
+
+    def _casdb_restart(self) -> None:
+        # The connection broke (SQLAlchemy invalidated it): the server rolled everything back.
+        # Start again on a new connection; if that fails too, the next call tries again.
+        self._casdb_ready = False
+        super().rollback()
+        self._casdb_start()
+
+    def _casdb_finish(self) -> None:
+        self._casdb_wanted = self._casdb_ready = False
+        try:
+            super().rollback()
+        finally:
+            self.close()
+
+
+@contextlib.contextmanager
+def rolled_back(engine: Engine) -> Iterator[RollbackConnection]:
+    """Yield a :class:`RollbackConnection` of ``engine``; everything it did is rolled back at
+    the end of the block, including what the code under test committed.
+
+    Use it inside a Hypothesis test, once per example (function-scoped fixtures run once per
+    test, not per example).
+    """
+    connection = RollbackConnection(engine)
+    try:
+        connection._casdb_start()
+    except BaseException:
+        connection.close()
+        raise
+    try:
+        yield connection
+    finally:
+        connection._casdb_finish()
+
+
+@contextlib.contextmanager
+def statements_sent(connection: Connection) -> Iterator[list[str]]:
+    """Collect every SQL statement ``connection`` sends while the block runs."""
+    sent: list[str] = []
+
+    def record(conn: object, cursor: object, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
