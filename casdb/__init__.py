@@ -1,7 +1,7 @@
 """casdb: the explicit-SQL database layer of the Cell Annotation Service."""
 
 from casdb.config import DatabaseConfig, config_for_url, config_from_env
-from casdb.engine import create_engine
+from casdb.engine import create_engine, create_engines
 from casdb.errors import (
     AlreadyExists,
     CasdbError,
@@ -10,6 +10,7 @@ from casdb.errors import (
     InvalidInput,
     NotFound,
 )
+from casdb.replicas import ReplicaLagTimeout, wait_for_replica
 from casdb.tables import UserActivityEvent
 
 __all__ = [
@@ -20,8 +21,11 @@ __all__ = [
     "DatabaseError",
     "InvalidInput",
     "NotFound",
+    "ReplicaLagTimeout",
     "UserActivityEvent",
     "config_for_url",
     "config_from_env",
     "create_engine",
+    "create_engines",
+    "wait_for_replica",
 ]

@@ -410,3 +410,87 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> DatabaseConfig 
         url, unix_sock = _unix_socket_url(env, present)
         return DatabaseConfig(url=url, mode="unix_socket", unix_sock=unix_sock, **settings)
     return DatabaseConfig(url=_tcp_url(env, present), mode="tcp", **settings)
+
+
+# --- the reader (a read replica) beside the writer --------------------------------------------
+
+READ_CONNECTION_VARIABLES = (
+    "SQLALCHEMY_READ_DATABASE_URI",
+    "DB_READ_HOST",
+    "DB_READ_PORT",
+    "DB_READ_INSTANCE_UNIX_SOCKET",
+)
+
+
+def reader_variables_set(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Return the names of the reader's connection variables present in ``environ``."""
+    env = os.environ if environ is None else environ
+    return [name for name in READ_CONNECTION_VARIABLES if env.get(name) is not None]
+
+
+def _reader_url(writer: DatabaseConfig, **parts: Any) -> URL:
+    # The reader logs in as the writer does: same user, password, database (and name).
+    query = {k: v for k, v in writer.url.query.items() if k == "application_name"}
+    return URL.create(
+        DRIVER,
+        username=writer.url.username,
+        password=writer.url.password,
+        database=writer.url.database,
+        query=query,
+        **parts,
+    )
+
+
+def reader_config_from_env(
+    writer: DatabaseConfig | None, environ: Mapping[str, str] | None = None
+) -> DatabaseConfig | None:
+    """Return the read replica's configuration from ``environ`` (default: ``os.environ``).
+
+    ``SQLALCHEMY_READ_DATABASE_URI`` (a full URL) wins, as the writer's URI does; otherwise
+    ``DB_READ_HOST`` (+ ``DB_READ_PORT``, default 5432) or ``DB_READ_INSTANCE_UNIX_SOCKET``
+    (a replica's Cloud SQL proxy socket directory) with the writer's user, password and
+    database. Every other setting (pool, timeouts, TLS) is the writer's. Returns None when no
+    reader variable is set: the reader is then the writer.
+
+    Raises ConfigurationError for a half-set reader (DB_READ_PORT alone, both DB_READ_HOST and
+    DB_READ_INSTANCE_UNIX_SOCKET, a bad port or URL), and for a reader without a writer.
+    """
+    env = os.environ if environ is None else environ
+    present = reader_variables_set(env)
+    if not present:
+        return None
+    if writer is None:
+        raise ConfigurationError(
+            f"{', '.join(present)} {'is' if len(present) == 1 else 'are'} set but no writer is "
+            "configured: set SQLALCHEMY_DATABASE_URI or the DB_* variables of the primary too"
+        )
+    uri = env.get("SQLALCHEMY_READ_DATABASE_URI")
+    if uri is not None:
+        url = normalise_url(uri, source="SQLALCHEMY_READ_DATABASE_URI")
+        return attrs.evolve(writer, url=url, mode="url", unix_sock=None)
+    host, socket_dir = env.get("DB_READ_HOST"), env.get("DB_READ_INSTANCE_UNIX_SOCKET")
+    if host is not None and socket_dir is not None:
+        raise ConfigurationError(
+            "both DB_READ_HOST and DB_READ_INSTANCE_UNIX_SOCKET are set: unset one of them "
+            "(DB_READ_HOST for TCP, DB_READ_INSTANCE_UNIX_SOCKET for the replica's proxy socket)"
+        )
+    raw_port = env.get("DB_READ_PORT", "").strip()
+    if socket_dir is not None:
+        if raw_port:
+            raise ConfigurationError(
+                "DB_READ_PORT is set with DB_READ_INSTANCE_UNIX_SOCKET: a socket has no port; "
+                "unset DB_READ_PORT"
+            )
+        path = os.path.join(socket_dir.rstrip("/") or "/", CLOUD_SQL_SOCKET_NAME)
+        return attrs.evolve(writer, url=_reader_url(writer), mode="unix_socket", unix_sock=path)
+    if host is None or not host.strip():
+        raise ConfigurationError(
+            "DB_READ_PORT is set but DB_READ_HOST is missing: set DB_READ_HOST (and optionally "
+            "DB_READ_PORT) or DB_READ_INSTANCE_UNIX_SOCKET, or SQLALCHEMY_READ_DATABASE_URI, "
+            "or unset them all (the reader is then the writer)"
+        )
+    port = _parse_int("DB_READ_PORT", raw_port) if raw_port else 5432
+    if not 0 < port < 65536:
+        raise ConfigurationError(f"DB_READ_PORT must be a TCP port number, got {_shown(raw_port)}")
+    url = _reader_url(writer, host=host.strip(), port=port)
+    return attrs.evolve(writer, url=url, mode="tcp", unix_sock=None)

@@ -25,11 +25,23 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
-from casdb.config import DatabaseConfig, config_for_url, config_from_env, parse_bool
+from casdb.config import (
+    DatabaseConfig,
+    config_for_url,
+    config_from_env,
+    parse_bool,
+    reader_config_from_env,
+)
 from casdb.errors import ConfigurationError
 from casdb.local import default_server
 
-__all__ = ["config_for_url", "create_engine", "local_default_config", "resolve_config"]
+__all__ = [
+    "config_for_url",
+    "create_engine",
+    "create_engines",
+    "local_default_config",
+    "resolve_config",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -93,18 +105,27 @@ def resolve_config(
 
 
 def create_engine(
-    config: DatabaseConfig | None = None, *, echo: bool = False, allow_local: bool = False
+    config: DatabaseConfig | None = None,
+    *,
+    echo: bool = False,
+    allow_local: bool = False,
+    read_only: bool = False,
 ) -> Engine:
     """Return a pooled engine for ``config`` (default: from the environment, see ``config``).
 
     Bound parameters are hidden from logs and error messages so that secrets never leak.
     Every wait for the server is bounded as the module docstring says; a network error or
-    timeout invalidates the connection. Raises ConfigurationError as ``resolve_config`` does.
+    timeout invalidates the connection. With ``read_only`` every session starts with
+    ``default_transaction_read_only`` on: a write fails with SQLSTATE 25006 (see
+    ``create_engines``). Raises ConfigurationError as ``resolve_config`` does.
     """
     config = resolve_config(config, allow_local=allow_local)
+    connect_args = config.connect_args()
+    if read_only:
+        _add_option(connect_args, "-c default_transaction_read_only=on")
     engine = sqlalchemy.create_engine(
         config.url,
-        connect_args=config.connect_args(),
+        connect_args=connect_args,
         pool_size=config.pool_size,
         max_overflow=config.max_overflow,
         pool_timeout=config.pool_timeout,
@@ -117,6 +138,48 @@ def create_engine(
     )
     _install_lifecycle(engine, config)
     return engine
+
+
+def create_engines(
+    config: DatabaseConfig | None = None,
+    *,
+    reader_config: DatabaseConfig | None = None,
+    echo: bool = False,
+    allow_local: bool = False,
+) -> tuple[Engine, Engine]:
+    """Return ``(writer, reader)`` engines: the primary, and a read replica for reads.
+
+    With ``config=None`` both come from the environment: the writer as ``create_engine``
+    reads it, the reader from ``SQLALCHEMY_READ_DATABASE_URI``, ``DB_READ_HOST`` (+
+    ``DB_READ_PORT``) or ``DB_READ_INSTANCE_UNIX_SOCKET`` (``casdb.config.
+    reader_config_from_env``). With an explicit ``config`` the reader is ``reader_config``
+    (the environment is not read). With no reader configured the reader engine connects to
+    the writer's server.
+
+    The reader is always a second engine whose sessions are read-only
+    (``default_transaction_read_only``), even on the writer's server: a write misrouted to the
+    reader then fails the same way (SQLSTATE 25006, a casdb DatabaseError) with or without a
+    replica, so a deployment without one finds the bug before a replica is added. Its pool is
+    separate (same settings, connections opened only when used).
+
+    Raises ConfigurationError for a half-set or malformed writer or reader configuration.
+    """
+    if config is None:
+        from_env = config_from_env()
+        reader_from_env = reader_config_from_env(from_env)
+        writer_config = resolve_config(from_env, allow_local=allow_local)
+        if reader_config is None:
+            reader_config = reader_from_env
+    else:
+        writer_config = config
+    writer = create_engine(writer_config, echo=echo)
+    reader = create_engine(reader_config or writer_config, echo=echo, read_only=True)
+    return writer, reader
+
+
+def _add_option(connect_args: dict[str, Any], option: str) -> None:
+    params = connect_args.setdefault("startup_params", {})
+    params["options"] = f"{params['options']} {option}" if params.get("options") else option
 
 
 def _reason(error: BaseException) -> str:

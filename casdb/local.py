@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import pwd
+import re
 import shutil
 import socket
 import stat
@@ -301,3 +302,124 @@ def default_server() -> LocalServer:
 def announce(message: str) -> None:
     """Log what the local default is doing (INFO on the ``casdb`` logger; the CLI shows it)."""
     _log.info("%s", message)
+
+
+# --- a streaming standby of a local server ---------------------------------------------------
+
+REPLICA_SUFFIX = "-replica"
+
+
+@attrs.define
+class LocalStandby(LocalServer):
+    """A hot standby of ``primary``: a ``pg_basebackup -R`` copy that streams its WAL.
+
+    It is created on its first start (the primary must be running), listens on its own port
+    on 127.0.0.1 and serves the primary's databases read-only. ``settings`` are extra
+    postgresql.conf lines for the standby (tests use them to provoke conflicts with
+    recovery). At each start it is pointed at the primary's current port.
+    """
+
+    primary: LocalServer = attrs.field(kw_only=True)
+    settings: tuple[str, ...] = attrs.field(default=(), kw_only=True)
+
+    def start(self) -> URL:
+        """Start the standby (creating it from the running primary); return its URL.
+
+        Raises ConfigurationError when the primary is not running or the standby cannot be
+        created or started.
+        """
+        port = self.primary.running_port()
+        if port is None:
+            raise ConfigurationError(
+                f"the local PostgreSQL in {self.primary.data_dir} is not running: start it "
+                "before its replica (`casdb local start --replica` starts both)"
+            )
+        self._point_at(port)
+        return super().start()
+
+    def _initdb(self, owner: tuple[int, int] | None) -> None:
+        """Create the standby's data directory as a base backup of the primary."""
+        port = self.primary.running_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if owner:
+            _make_traversable(_bin_dir())
+            _make_traversable(self.data_dir.parent)
+            os.chown(self.data_dir, *owner)
+        sync = ["--no-sync"] if self.ephemeral else []
+        self._run(
+            "pg_basebackup",
+            "--pgdata",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--username",
+            SUPERUSER,
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            *sync,
+            owner=owner,
+        )
+        settings = ["hot_standby = on", *self.settings]
+        with open(self.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("\n# casdb local standby\n" + "\n".join(settings) + "\n")
+
+    def _point_at(self, port: int) -> None:
+        """Rewrite the port of primary_conninfo (the primary may have moved since)."""
+        auto_conf = self.data_dir / "postgresql.auto.conf"
+        if not auto_conf.exists():
+            return
+        lines = auto_conf.read_text().splitlines()
+        fixed = [
+            re.sub(r"\bport=\d+", f"port={port}", line)
+            if line.startswith("primary_conninfo")
+            else line
+            for line in lines
+        ]
+        if fixed != lines:
+            auto_conf.write_text("\n".join(fixed) + "\n")
+
+    def _ensure_database(self, name: str) -> None:
+        """Nothing to create: a standby serves the primary's databases."""
+
+
+def default_standby() -> LocalStandby:
+    """Return the standby of the persistent local server (not started), beside its data."""
+    primary = default_server()
+    data_dir = primary.data_dir.with_name(primary.data_dir.name + REPLICA_SUFFIX)
+    return LocalStandby(data_dir, primary=primary)
+
+
+@contextlib.contextmanager
+def temporary_primary_and_standby(
+    *, standby_settings: tuple[str, ...] = ()
+) -> Iterator[tuple[LocalServer, LocalStandby]]:
+    """Start a throwaway primary and a streaming standby of it; stop and delete both on exit.
+
+    Both skip fsync; the primary still commits synchronously (``synchronous_commit = on``) so
+    that a committed write's WAL position is final (``casdb.wait_for_replica`` relies on it).
+    """
+    root = Path(tempfile.mkdtemp(prefix="casdb-pg-replica-"))
+    root.chmod(0o711)
+    primary = LocalServer(root / "primary", ephemeral=True)
+    standby = LocalStandby(
+        root / "standby", ephemeral=True, primary=primary, settings=standby_settings
+    )
+    try:
+        primary._initdb(_server_uid_gid())
+        with open(primary.data_dir / "postgresql.conf", "a") as conf:
+            conf.write("synchronous_commit = on\n")
+        primary.start()
+        standby.start()
+        yield primary, standby
+    finally:
+        try:
+            standby.stop()
+        finally:
+            try:
+                primary.stop()
+            finally:
+                shutil.rmtree(root, ignore_errors=True)

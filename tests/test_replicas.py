@@ -1,0 +1,309 @@
+"""Read replicas: reader configuration, routing, read-only operations, wait_for_replica and
+conflicts with recovery, on a real primary and streaming standby (one pair per module)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+import pytest
+import sqlalchemy
+from sqlalchemy import URL, Connection, Engine, text
+
+import casdb
+from casdb import DatabaseError, InvalidInput, ReplicaLagTimeout
+from casdb.config import (
+    READ_CONNECTION_VARIABLES,
+    config_for_url,
+    config_from_env,
+    reader_config_from_env,
+)
+from casdb.local import LocalServer, LocalStandby, temporary_primary_and_standby
+from casdb.queries import activity, cells, keys, ml_models, quotas, users
+from casdb.replicas import MUST_SEE_OWN_WRITES, READ_ONLY_OPERATIONS
+from casdb.testing import factories
+from casdb.testing.databases import migrate_to_head
+
+MODULES = {
+    "users": users,
+    "keys": keys,
+    "activity": activity,
+    "quotas": quotas,
+    "ml_models": ml_models,
+    "cells": cells,
+}
+TCP = {"DB_HOST": "primary.internal", "DB_USER": "cas", "DB_PASSWORD": "p@ss:/%#?&'é",
+       "DB_NAME": "cas"}
+NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _no_reader_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in READ_CONNECTION_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+# --- configuration (no server) ----------------------------------------------------------------
+
+
+def test_no_reader_variables_means_no_reader() -> None:
+    assert reader_config_from_env(config_from_env(TCP), TCP) is None
+
+
+def test_reader_host_shares_the_writers_login_and_settings() -> None:
+    env = {**TCP, "DB_POOL_SIZE": "7", "DB_READ_HOST": "replica.internal", "DB_READ_PORT": "6432"}
+    writer = config_from_env(env)
+    reader = reader_config_from_env(writer, env)
+    assert reader is not None and writer is not None
+    assert (reader.url.host, reader.url.port) == ("replica.internal", 6432)
+    assert reader.url.username == "cas" and reader.url.database == "cas"
+    assert reader.url.password == TCP["DB_PASSWORD"]
+    assert reader.pool_size == 7 and reader.mode == "tcp"
+    assert TCP["DB_PASSWORD"] not in repr(reader)
+
+
+def test_reader_host_default_port_and_socket_writer() -> None:
+    env = {"DB_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:primary", "DB_USER": "cas",
+           "DB_PASSWORD": "pw", "DB_NAME": "cas", "DB_READ_HOST": "10.0.0.9"}
+    reader = reader_config_from_env(config_from_env(env), env)
+    assert reader is not None
+    assert (reader.url.host, reader.url.port, reader.unix_sock) == ("10.0.0.9", 5432, None)
+    assert "unix_sock" not in reader.connect_args()
+
+
+def test_reader_socket_is_the_replicas_proxy_socket() -> None:
+    env = {**TCP, "DB_READ_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:replica/"}
+    reader = reader_config_from_env(config_from_env(env), env)
+    assert reader is not None and reader.mode == "unix_socket"
+    assert reader.unix_sock == "/cloudsql/p:r:replica/.s.PGSQL.5432"
+    assert reader.url.host is None and reader.url.username == "cas"
+    assert reader.connect_args()["unix_sock"] == reader.unix_sock
+
+
+def test_reader_uri() -> None:
+    env = {**TCP, "SQLALCHEMY_READ_DATABASE_URI": "postgresql://ro:x@replica:5433/cas"}
+    reader = reader_config_from_env(config_from_env(env), env)
+    assert reader is not None
+    assert reader.url.drivername == "postgresql+pg8000" and reader.url.username == "ro"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"DB_READ_PORT": "5433"}, "DB_READ_HOST is missing"),
+        ({"DB_READ_HOST": "r", "DB_READ_INSTANCE_UNIX_SOCKET": "/s"}, "both DB_READ_HOST"),
+        ({"DB_READ_INSTANCE_UNIX_SOCKET": "/s", "DB_READ_PORT": "1"}, "socket has no port"),
+        ({"DB_READ_HOST": "r", "DB_READ_PORT": "0"}, "DB_READ_PORT must be"),
+        ({"DB_READ_HOST": "r", "DB_READ_PORT": "x"}, "DB_READ_PORT must be an integer"),
+        ({"SQLALCHEMY_READ_DATABASE_URI": "mysql://r/x"}, "must be a PostgreSQL URL"),
+    ],
+)
+def test_half_set_reader_is_a_configuration_error(extra: dict[str, str], words: str) -> None:
+    env = {**TCP, **extra}
+    with pytest.raises(casdb.ConfigurationError, match=words):
+        reader_config_from_env(config_from_env(env), env)
+
+
+def test_reader_without_writer_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DB_READ_HOST", "replica.internal")
+    with pytest.raises(casdb.ConfigurationError, match="no writer is configured"):
+        casdb.create_engines(allow_local=True)
+
+
+def test_create_engines_reads_the_reader_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in TCP.items():
+        monkeypatch.setenv(name, value)
+    writer, reader = casdb.create_engines()
+    assert reader is not writer and reader.url == writer.url  # no replica: the writer's server
+    monkeypatch.setenv("DB_READ_HOST", "replica.internal")
+    writer, reader = casdb.create_engines()
+    assert (writer.url.host, reader.url.host) == ("primary.internal", "replica.internal")
+
+
+# --- a primary and a streaming standby --------------------------------------------------------
+
+
+@attrs.frozen
+class Pair:
+    primary: LocalServer
+    standby: LocalStandby
+    writer: Engine  # casdb engines on the migrated database
+    reader: Engine
+    alone_reader: Engine  # the reader create_engines gives without a replica
+
+    def reader_connect(self) -> Connection:
+        return self.reader.connect()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    # No delay for the standby: a conflict with recovery cancels the standby's query at once.
+    settings = ("max_standby_streaming_delay = 0", "hot_standby_feedback = off")
+    with temporary_primary_and_standby(standby_settings=settings) as (primary, standby):
+        migrate_to_head(primary.url())
+        writer, reader = casdb.create_engines(
+            config_for_url(primary.url()), reader_config=config_for_url(standby.url())
+        )
+        _, alone_reader = casdb.create_engines(config_for_url(primary.url()))
+        with writer.connect() as w, reader.connect() as r:
+            casdb.wait_for_replica(w, r)  # the schema
+        try:
+            yield Pair(primary, standby, writer, reader, alone_reader)
+        finally:
+            for engine in (writer, reader, alone_reader):
+                engine.dispose()
+
+
+def _scalar(connection: Connection, sql: str) -> Any:
+    return connection.execute(text(sql)).scalar_one()
+
+
+def test_the_reader_is_the_standby_and_reads_only(pair: Pair) -> None:
+    with pair.writer.connect() as w, pair.reader.connect() as r, pair.alone_reader.connect() as a:
+        assert _scalar(w, "SELECT pg_is_in_recovery()") is False
+        assert _scalar(r, "SELECT pg_is_in_recovery()") is True
+        assert _scalar(a, "SELECT pg_is_in_recovery()") is False
+        assert _scalar(w, "SHOW default_transaction_read_only") == "off"
+        for connection in (r, a):
+            assert _scalar(connection, "SHOW default_transaction_read_only") == "on"
+
+
+@pytest.mark.parametrize("reader", ["standby", "writer's server"])
+def test_a_misrouted_write_fails_the_same_way(pair: Pair, reader: str) -> None:
+    engine = pair.reader if reader == "standby" else pair.alone_reader
+    with engine.connect() as connection:
+        with pytest.raises(DatabaseError) as raised:
+            users.create_user(connection, email="misrouted@example.org", username="misrouted")
+        assert getattr(raised.value, "sqlstate", None) == "25006"
+        assert "read-only transaction" in str(raised.value)
+        connection.rollback()
+    with pair.writer.connect() as connection:
+        assert _count(connection, "misrouted@example.org") == 0
+
+
+def _count(connection: Connection, email: str) -> int:
+    return int(_scalar_param(connection, "SELECT count(*) FROM users_user WHERE email = :e",
+                             e=email))
+
+
+def _scalar_param(connection: Connection, sql: str, **params: Any) -> Any:
+    return connection.execute(text(sql), params).scalar_one()
+
+
+# --- every read-only operation runs on the reader ---------------------------------------------
+
+
+@attrs.frozen
+class Sample:
+    user: users.User
+    key: factories.IssuedKey
+    model: ml_models.MLModel
+    index_name: str
+    ingest: factories.IngestWithCells
+
+
+@pytest.fixture(scope="module")
+def sample(pair: Pair) -> Sample:
+    with pair.writer.begin() as connection:
+        user = factories.make_user(connection)
+        key = factories.make_key(connection, user_id=user.id)
+        model = factories.make_model(connection)
+        ingest = factories.make_ingest(connection, cells=5)
+        activity.log_user_activity(
+            connection, user_id=user.id, model_name=model.model_name, method="annotate",
+            cell_count=5, event="SUCCEEDED", request_id="r1", finished_time=NOW,
+        )
+    with pair.writer.connect() as w, pair.reader.connect() as r:
+        casdb.wait_for_replica(w, r)
+    return Sample(user, key, model, model.indexes[0].index_name, ingest)
+
+
+ARGUMENTS: dict[str, Callable[[Sample], dict[str, Any]]] = {
+    "users.get_user": lambda s: {"user_id": s.user.id},
+    "users.get_user_by_email": lambda s: {"email": s.user.email},
+    "users.list_users": lambda s: {},
+    "users.get_user_with_usage": lambda s: {"user_id": s.user.id},
+    "users.get_user_usage": lambda s: {"user_id": s.user.id},
+    "keys.get_key_for_authentication": lambda s: {"key_locator": s.key.key.key_locator},
+    "keys.list_user_keys": lambda s: {"user_id": s.user.id},
+    "activity.list_user_activity": lambda s: {"user_id": s.user.id},
+    "quotas.cells_processed_this_week": lambda s: {"user_id": s.user.id, "now": NOW},
+    "quotas.get_user_quota": lambda s: {"user_id": s.user.id, "now": NOW},
+    "ml_models.list_models": lambda s: {},
+    "ml_models.get_model_by_name": lambda s: {"model_name": s.model.model_name},
+    "ml_models.get_default_model": lambda s: {},
+    "ml_models.get_index_by_name": lambda s: {"index_name": s.index_name},
+    "ml_models.list_indexes_for_model": lambda s: {"model_id": s.model.id},
+    "cells.get_ingest": lambda s: {"cas_ingest_id": s.ingest.ingest.cas_ingest_id},
+    "cells.list_ingests": lambda s: {},
+    "cells.list_features_for_ingest": lambda s: {"cas_ingest_id": s.ingest.ingest.cas_ingest_id},
+    "cells.count_cells": lambda s: {"cas_ingest_id": s.ingest.ingest.cas_ingest_id},
+    "cells.get_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
+    "cells.iter_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
+}
+READ_ONLY = [f"{area}.{name}" for area, names in READ_ONLY_OPERATIONS.items() for name in names]
+
+
+def _run(name: str, connection: Connection, sample: Sample) -> Any:
+    area, function = name.split(".")
+    result = getattr(MODULES[area], function)(connection, **ARGUMENTS[name](sample))
+    return list(result) if inspect.isgenerator(result) else result
+
+
+@pytest.mark.parametrize("name", READ_ONLY)
+@pytest.mark.parametrize("where", ["standby", "read-only transaction on the writer's server"])
+def test_every_read_only_operation_runs_on_the_reader(
+    pair: Pair, sample: Sample, name: str, where: str
+) -> None:
+    engine = pair.reader if where == "standby" else pair.alone_reader
+    if name == "ml_models.get_default_model":
+        with pair.writer.connect() as w, pair.reader.connect() as r:
+            ml_models.set_default_model(w, model_id=sample.model.id)
+            w.commit()
+            casdb.wait_for_replica(w, r)
+    with pair.writer.connect() as w:
+        expected = _run(name, w, sample)
+    with engine.connect() as connection:
+        assert _scalar(connection, "SHOW transaction_read_only") == "on"
+        assert _run(name, connection, sample) == expected
+
+
+def _operations(module: Any) -> set[str]:
+    return {
+        name
+        for name, value in vars(module).items()
+        if inspect.isfunction(value)
+        and value.__module__ == module.__name__
+        and not name.startswith(("_", "build_"))
+        and next(iter(inspect.signature(value).parameters), None) == "connection"
+    }
+
+
+WRITES = {
+    "users": {"create_user", "set_user_active", "set_admin", "opt_out_of_feedback",
+              "increase_lifetime_quota"},
+    "keys": {"create_user_key", "deactivate_user_key"},
+    "activity": {"log_user_activity"},
+    "quotas": set(),
+    "ml_models": {"create_model", "set_default_model", "create_matching_engine_index"},
+    "cells": {"create_ingest", "delete_ingest", "insert_features", "insert_cells"},
+}
+
+
+@pytest.mark.parametrize("area", sorted(MODULES))
+def test_every_operation_is_classified(area: str) -> None:
+    # A new operation must be put in READ_ONLY_OPERATIONS (and tested above) or be a write.
+    read_only = set(READ_ONLY_OPERATIONS[area])
+    assert _operations(MODULES[area]) - WRITES[area] <= read_only | {
+        n for n in _operations(MODULES[area]) if n.startswith(("issue_", "authenticate_"))
+    }
+    assert read_only <= _operations(MODULES[area])
+    assert {f"{area}.{name}" for name in read_only} <= set(ARGUMENTS)
+    assert {name for name in MUST_SEE_OWN_WRITES if name.startswith(area + ".")} <= set(READ_ONLY)
