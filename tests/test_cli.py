@@ -13,7 +13,9 @@ import sqlalchemy
 from sqlalchemy import URL, text
 
 from casdb import migrate
-from casdb.cli import build_parser, main
+import click
+
+from casdb.cli import cli, main
 from casdb.config import CONNECTION_VARIABLES
 from casdb.local import LocalServer
 from tests.conftest import execute_sql
@@ -63,18 +65,15 @@ def _assert_one_line_error(err: str) -> None:
 
 
 def _all_commands() -> list[list[str]]:
-    parser = build_parser()
     found: list[list[str]] = []
 
-    def walk(p: object, prefix: list[str]) -> None:
-        for action in getattr(p, "_actions", []):
-            choices = getattr(action, "choices", None)
-            if isinstance(choices, dict):
-                for name, sub in choices.items():
-                    found.append([*prefix, name])
-                    walk(sub, [*prefix, name])
+    def walk(group: click.Group, prefix: list[str]) -> None:
+        for name, command in group.commands.items():
+            found.append([*prefix, name])
+            if isinstance(command, click.Group):
+                walk(command, [*prefix, name])
 
-    walk(parser, [])
+    walk(cli, [])
     return found
 
 
@@ -86,23 +85,30 @@ def test_help_documents_commands_and_exit_codes(capsys: pytest.CaptureFixture[st
         assert fragment in out
     commands = _all_commands()
     expected = {
-        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"),
+        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"), ("cells", "list"),
+        ("users",), ("keys",), ("models",),
         *(("db", name) for name in
           ("upgrade", "downgrade", "current", "history", "sql", "check", "adopt")),
         *(("local", name) for name in ("start", "stop", "status", "url")),
+        *(("users", name) for name in
+          ("list", "show", "create", "set-active", "set-admin", "set-weekly-quota",
+           "increase-lifetime-quota", "usage", "quota")),
+        *(("keys", name) for name in ("create", "list", "deactivate")),
+        *(("models", name) for name in ("list", "show", "create", "set-default", "add-index")),
     }
     assert {tuple(c) for c in commands} == expected
     for argv in commands:
         code, out, _ = run(capsys, *argv, "--help")
         assert code == 0, argv
-        assert out.startswith(f"usage: casdb {' '.join(argv)}"), argv
+        assert out.startswith(f"Usage: casdb {' '.join(argv)}"), argv
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in ([], ["db"], ["db", "frobnicate"], ["db", "downgrade"], ["local"], ["--nope"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
-        assert "usage: casdb" in err and "Traceback" not in err
+        assert "Usage: casdb" in err
+        _assert_one_line_error(err)
 
 
 # --- migrations ----------------------------------------------------------------------
