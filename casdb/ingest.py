@@ -653,7 +653,10 @@ def _write(connection: Connection, run: _Run, assign_ids: bool) -> int:
         total = reader.total_rows
         if total is None:
             total = sum(1 for _ in reader.rows())
-        ranges = cells.reserve_indexes(connection, table=layout.name, count=total)
+        ranges: list[range] = []
+        for start in range(0, total, cells.MAX_RESERVED_INDEXES):
+            count = min(cells.MAX_RESERVED_INDEXES, total - start)
+            ranges += cells.reserve_indexes(connection, table=layout.name, count=count)
         ids = (identifier for run_ in ranges for identifier in run_)
     insert = cells.insert_cells if layout.name == "cells" else cells.insert_features
     try:

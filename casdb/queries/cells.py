@@ -944,10 +944,12 @@ def get_cell_metadata_by_ids(
 _INDEXED: Final = {"cells": (cells_cellinfo, "cas_cell_index"),
                    "features": (cells_featureinfo, "cas_feature_index")}
 _INDEX_CHUNK: Final = 50_000
+MAX_RESERVED_INDEXES: Final = 10_000_000
+"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
 
 
-def _index_column(table: str) -> tuple[Table, str]:
-    if table not in _INDEXED:
+def _index_column(table: object) -> tuple[Table, str]:
+    if not isinstance(table, str) or table not in _INDEXED:
         raise InvalidInput(f"table must be 'cells' or 'features', got {table!r}"[:200])
     return _INDEXED[table]
 
@@ -1001,12 +1003,13 @@ def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[r
 
     Returns the reserved ids as ranges in increasing order (one range unless concurrent
     callers interleaved). Reserved ids stay used even if the transaction rolls back.
-    Raises InvalidInput for a bad argument, DatabaseError.
+    ``count`` is at most MAX_RESERVED_INDEXES. Raises InvalidInput for a bad argument,
+    DatabaseError.
     """
     from casdb._checks import check_int  # appended section: keep the import block as it is
 
     _index_column(table)
-    count = check_int("count", count, minimum=0)
+    count = check_int("count", count, minimum=0, maximum=MAX_RESERVED_INDEXES)
     if count == 0:
         return []
     with translated_errors():
