@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import codecs
 import contextlib
 import csv
 import gzip
@@ -333,6 +334,13 @@ def _open_binary(path: Path) -> IO[bytes]:
         raise CasdbError(f"cannot read {path}: {error.strerror or error}") from None
 
 
+def _decompressed(stream: io.BufferedReader) -> IO[bytes]:
+    """The stream, gunzipped when it starts with gzip's magic bytes (whatever its name)."""
+    if stream.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
+    return stream
+
+
 class _CsvReader(_Reader):
     def __init__(self, path: Path, layout: _Layout, *, delimiter: str, encoding: str) -> None:
         self.path, self.layout = path, layout
@@ -354,10 +362,7 @@ class _CsvReader(_Reader):
         raw = _open_binary(self.path)
         try:
             counter = _CountingReader(raw)
-            buffered = io.BufferedReader(counter, 1 << 20)
-            stream: IO[bytes] = buffered
-            if buffered.peek(2)[:2] == b"\x1f\x8b":
-                stream = gzip.GzipFile(fileobj=buffered)  # type: ignore[assignment]
+            stream = _decompressed(io.BufferedReader(counter, 1 << 20))
             text = io.TextIOWrapper(stream, encoding=self.encoding, newline="")
             reader = csv.reader(text, delimiter=self.delimiter, strict=True)
             self._counter = counter
@@ -382,6 +387,24 @@ class _CsvReader(_Reader):
     def where(self, index: int) -> str:
         return f"line {self._lines.line_of(index)}"
 
+    def undecodable_line(self) -> int | None:
+        """The first physical line that is not text in the encoding (text is decoded in
+        blocks, so the reader's line count does not say)."""
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        raw = _open_binary(self.path)
+        try:
+            buffered = io.BufferedReader(raw)  # type: ignore[arg-type]
+            for number, line in enumerate(_decompressed(buffered), start=1):
+                try:
+                    decoder.decode(line)
+                except UnicodeDecodeError:
+                    return number
+        except (OSError, EOFError):
+            return None
+        finally:
+            raw.close()
+        return None
+
     def bytes_read(self) -> int:
         return self._counter.count if self._counter is not None else 0
 
@@ -404,8 +427,9 @@ class _Guarded:
             return next(self.reader)
         except UnicodeDecodeError as error:
             bad = error.object[error.start : error.start + 1].hex()
+            line = self.owner.undecodable_line() or self.reader.line_num + 1
             raise InvalidInput(
-                f"line {self.reader.line_num + 1}: not {self.owner.encoding} text (byte 0x{bad}): "
+                f"line {line}: not {self.owner.encoding} text (byte 0x{bad}): "
                 "convert the file to UTF-8 or give its encoding (--encoding latin-1)"
             ) from None
         except (csv.Error, gzip.BadGzipFile, EOFError, OSError) as error:
@@ -726,10 +750,11 @@ def ingest_file(
         for reader in readers:
             run = _Run(reader, cas_ingest_id, progress, max_problems - len(problems))
             counts[reader.layout.name] = sum(1 for _ in run.rows(None, collect=True))
-            problems += run.problems
+            found = run.problems
             more = more or run.more
             if not assign_ids:
-                problems += _duplicate_problems(connection, reader, max_problems - len(problems))
+                found += _duplicate_problems(connection, reader, max_problems)
+            problems += sorted(found, key=lambda p: _where_number(p.where))
         _refuse_empty(file_path, counts)
         return IngestReport(cas_ingest_id, dataset, create, counts["cells"],
                             counts["features"], True, tuple(problems[:max_problems]),
