@@ -334,11 +334,12 @@ def _open_binary(path: Path) -> IO[bytes]:
         raise CasdbError(f"cannot read {path}: {error.strerror or error}") from None
 
 
-def _decompressed(stream: io.BufferedReader) -> IO[bytes]:
-    """The stream, gunzipped when it starts with gzip's magic bytes (whatever its name)."""
+def _decompressed(stream: Any) -> IO[bytes]:
+    """A buffered binary stream, gunzipped when it starts with gzip's magic bytes (whatever
+    the file's name)."""
     if stream.peek(2)[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
-    return stream
+    return stream  # type: ignore[no-any-return]
 
 
 class _CsvReader(_Reader):
@@ -393,8 +394,7 @@ class _CsvReader(_Reader):
         decoder = codecs.getincrementaldecoder(self.encoding)()
         raw = _open_binary(self.path)
         try:
-            buffered = io.BufferedReader(raw)  # type: ignore[arg-type]
-            for number, line in enumerate(_decompressed(buffered), start=1):
+            for number, line in enumerate(_decompressed(raw), start=1):
                 try:
                     decoder.decode(line)
                 except UnicodeDecodeError:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -452,3 +454,131 @@ def test_demo_with_nothing_configured_uses_the_local_server(tmp_path: Path) -> N
         assert "== cells" in result.stdout and "rolled back" in result.stdout
     finally:
         LocalServer(data_dir).stop()
+
+
+# --- issue 14: the defects of the hand-made CLI ----------------------------------------------
+
+
+def _module_cli(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "casdb", *argv], capture_output=True, text=True,
+        env=_subprocess_env(), timeout=300, check=False, **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_python_m_casdb_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _module_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("casdb 0.1.0"), result.stderr
+    result = _module_cli("db", "history")
+    assert result.returncode == 0 and f"-> {HEAD} (head)" in result.stdout
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("casdb ")
+
+
+@pytest.mark.parametrize("argv", [["db", "history"], ["db", "sql"], ["--help"]])
+def test_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before casdb writes a byte: `casdb ... | head -0`
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "casdb", *argv], stdout=write, stderr=subprocess.PIPE,
+            text=True, env=_subprocess_env(), timeout=300, check=False,
+        )
+    finally:
+        os.close(write)
+    # Quietly, with click's exit code for a closed pipe (1, as for any unfinished output).
+    assert result.stderr == "" and result.returncode == 1
+
+
+def test_shell_pipe_into_head() -> None:
+    result = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; echo \"status ${{PIPESTATUS[0]}}\"",
+        shell=True, capture_output=True, text=True, env=_subprocess_env(), timeout=300,
+        check=False, executable="/bin/bash",
+    )
+    assert result.stderr == ""
+    first, status = result.stdout.splitlines()
+    assert first.strip() and status in ("status 0", "status 1")
+
+
+def test_traceback_anywhere_on_the_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_HOST", "db.example")
+    for argv in (["db", "current", "--traceback"], ["db", "--traceback", "current"],
+                 ["--traceback", "db", "current"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert "Traceback" in err and "ConfigurationError" in err, argv
+        assert err.rstrip().splitlines()[-1].startswith("casdb: error: DB_HOST is set")
+    code, _, err = run(capsys, "db", "current")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_unencoded_password_in_url(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    password = "p@ss:w/o?r#d%zz"
+    code, _, err = run(capsys, "--url", f"postgresql://cas:{password}@127.0.0.1:1/cas",
+                       "db", "current")
+    assert code == 1
+    _assert_one_line_error(err)
+    assert "cannot connect to postgresql+pg8000://cas:***@127.0.0.1:1/cas" in err
+    for fragment in ("p@ss", "ss:w", "o?r", "r#d", "%zz"):
+        assert fragment not in err
+    # The real server (trust authentication) is reached with user and database read right.
+    url = sqlalchemy.make_url(db_url)
+    raw = f"postgresql://{url.username}:{password}@{url.host}:{url.port}/{url.database}"
+    code, out, err = run(capsys, "--url", raw, "db", "current")
+    assert code == 0, err
+    assert "has no revision" in out and password not in out + err
+    code, _, err = run(capsys, "--url", "postgresql://u:p@host:99999/x", "db", "current")
+    assert code == 2 and "not a valid URL" in err
+
+
+def test_downgrade_base_refuses_before_running_anything(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--url", db_url, "db", "upgrade", "-q")[0] == 0
+    tables = _tables(db_url)
+    for target in ("base", "-2", "-5"):
+        code, out, err = run(capsys, "--url", db_url, "db", "downgrade", target)
+        assert code == 1 and "--yes" in err and out == ""
+        _assert_one_line_error(err)
+        assert "Running downgrade" not in err  # refused before any migration ran
+        assert _tables(db_url) == tables
+    code, out, err = run(capsys, "--url", db_url, "db", "downgrade", "-1")
+    assert code == 0 and f"Running downgrade {HEAD} -> {BASELINE}" in err
+
+
+def test_demo_yes_after_demo_keep(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--url", db_url, "demo", "--keep")
+    assert code == 0, err
+    for keep in ((), ("--keep",)):
+        code, out, err = run(capsys, "--url", db_url, "demo", "--yes", *keep)
+        assert code == 0, err
+        assert "== cells" in out
+    code, out, _ = run(capsys, "--url", db_url, "users", "list", "--json")
+    emails = [user["email"] for user in json.loads(out)]
+    assert len(emails) == 6 == len(set(emails)) and "ada@example.org" in emails
+
+
+def test_json_output_of_data_commands(db_url: str, data_dir: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
+    assert code == 0 and json.loads(out)["revisions"] == [] and "***" not in out
+    assert run(capsys, "--url", db_url, "db", "upgrade", "-q")[0] == 0
+    code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
+    assert json.loads(out) | {"database": None} == {
+        "database": None, "revisions": [HEAD], "head": HEAD, "at_head": True}
+    code, out, _ = run(capsys, "--url", db_url, "db", "check", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["problems"] == []
+    execute_sql(db_url, "ALTER TABLE users_user ADD COLUMN nickname varchar(40)")
+    code, out, _ = run(capsys, "--url", db_url, "db", "check", "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
+    assert any("nickname" in p for p in json.loads(out)["problems"])
+    code, out, _ = run(capsys, "db", "history", "--json")
+    assert [r["revision"] for r in json.loads(out)] == [BASELINE, HEAD]
+    code, out, _ = run(capsys, "--data-dir", data_dir, "local", "status", "--json")
+    assert code == 1 and json.loads(out)["running"] is False
+    for argv in (["users", "list"], ["models", "list"], ["cells", "list"]):
+        code, out, err = run(capsys, "--url", db_url, *argv, "--json")
+        assert code == 0 and json.loads(out) == [], (argv, err)

@@ -154,6 +154,7 @@ class CasdbGroup(click.Group):
         try:
             with translated_errors():
                 result = super().main(argv, prog_name, standalone_mode=False, **extra)
+            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
             return int(result) if isinstance(result, int) else int(ExitCode.OK)
         except click.UsageError as error:
             if show_traceback:
@@ -168,9 +169,11 @@ class CasdbGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             error_line("interrupted")
             return INTERRUPTED
-        except BrokenPipeError:
+        except BrokenPipeError:  # quietly, with click's exit code for a closed pipe
             _quiet_closed_pipe()
-            return int(ExitCode.OK)
+            return int(ExitCode.FAILURE)
+        except SystemExit as exit_:  # click's own handling of a closed pipe
+            return exit_.code if isinstance(exit_.code, int) else int(ExitCode.FAILURE)
         except (ConfigurationError, UsageError) as error:
             return fail(ExitCode.USAGE, str(error))
         except CasdbError as error:
@@ -180,6 +183,7 @@ class CasdbGroup(click.Group):
 
 
 @click.group(
+    name="casdb",
     cls=CasdbGroup,
     epilog=exit_codes_epilog(),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
