@@ -10,13 +10,12 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, text
 
 from casdb import migrate
-import click
-
 from casdb.cli import cli, main
 from casdb.config import CONNECTION_VARIABLES
 from casdb.local import LocalServer
@@ -492,7 +491,8 @@ def test_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
 
 def test_shell_pipe_into_head() -> None:
     result = subprocess.run(
-        f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; echo \"status ${{PIPESTATUS[0]}}\"",
+        f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; "
+        'echo "status ${PIPESTATUS[0]}"',
         shell=True, capture_output=True, text=True, env=_subprocess_env(), timeout=300,
         check=False, executable="/bin/bash",
     )
@@ -582,3 +582,53 @@ def test_json_output_of_data_commands(db_url: str, data_dir: str,
     for argv in (["users", "list"], ["models", "list"], ["cells", "list"]):
         code, out, err = run(capsys, "--url", db_url, *argv, "--json")
         assert code == 0 and json.loads(out) == [], (argv, err)
+
+
+def _on_a_terminal(argv: list[str], tmp_path: Path) -> tuple[int, str]:
+    """Run casdb with stderr on a pseudo-terminal; return the exit code and what it drew."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "casdb", *argv], stdout=subprocess.DEVNULL, stderr=slave,
+            env=_subprocess_env({"COLUMNS": "160", "TERM": "xterm"}), cwd=tmp_path,
+        )
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        return process.wait(timeout=300), drawn.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_progress_bars_on_a_terminal_and_plain_lines_elsewhere(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, drawn = _on_a_terminal(["--url", db_url, "db", "upgrade"], tmp_path)
+    assert code == 0, drawn
+    assert "migrations" in drawn and "2/2" in drawn and "━" in drawn  # rich's bar
+    path = tmp_path / "cells.csv"
+    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(1, 20001)))
+    code, drawn = _on_a_terminal(["--url", db_url, "cells", "ingest", str(path),
+                                  "--ingest-id", "tty", "--dataset-id", "d"], tmp_path)
+    assert code == 0, drawn
+    assert "━" in drawn and "rows/s" in drawn and "20,000 rows" in drawn and "kB" in drawn
+    assert "casdb: cells" not in drawn  # no plain lines on a terminal
+    # Not a terminal: plain lines; --quiet: nothing.
+    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(20001,
+                                                                                    20101)))
+    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
+                       "tty")
+    assert code == 0 and err.startswith("casdb: cells 100.0%, 100 rows") and "ETA" in err
+    path.write_text("cas_cell_index,cell_type\n20200,T\n")
+    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
+                       "tty", "--quiet")
+    assert code == 0 and err == ""
