@@ -492,7 +492,6 @@ def test_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
 def test_shell_pipe_into_head() -> None:
     result = subprocess.run(
         f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; "
-        f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; "
         'echo "status ${PIPESTATUS[0]}"',
         shell=True, capture_output=True, text=True, env=_subprocess_env(), timeout=300,
         check=False, executable="/bin/bash",
