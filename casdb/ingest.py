@@ -21,36 +21,24 @@ statement.
 from __future__ import annotations
 
 import array
-import bisect
-import codecs
-import contextlib
-import csv
-import gzip
-import io
-import json
-import math
-import operator
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import Any, Final
 
 import attrs
-from sqlalchemy import Boolean, Column, Connection, Integer, String, Table
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection
 
-from casdb._checks import INT32_MAX, INT32_MIN
-from casdb.errors import AlreadyExists, CasdbError, ConfigurationError, InvalidInput, NotFound
+from casdb._ingest_files import FORMATS, Reader, open_file
+from casdb._ingest_values import TableName, to_int32
+from casdb.errors import AlreadyExists, InvalidInput, NotFound
 from casdb.queries import cells
-from casdb.tables import cells_cellinfo, cells_featureinfo
 
-TableName = Literal["cells", "features"]
-FORMATS: Final = (".h5ad", ".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
+__all__ = ["FORMATS", "IngestProgress", "IngestReport", "Problem", "TableName", "ingest_file",
+           "open_file"]
+
 MAX_PROBLEMS: Final = 100
 PROGRESS_EVERY_ROWS: Final = 2_000
-_BATCH_ROWS: Final = 10_000
-_TRUE: Final = {"true", "t", "1", "yes", "y"}
-_FALSE: Final = {"false", "f", "0", "no", "n"}
 
 
 # --- records -------------------------------------------------------------------------------
@@ -98,470 +86,6 @@ class IngestReport:
 ProgressCallback = Callable[[IngestProgress], None]
 
 
-# --- converters from the column types ----------------------------------------------------
-
-
-def _is_missing(value: object) -> bool:
-    if value is None or (isinstance(value, str) and value == ""):
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return type(value).__name__ in ("NAType", "NaTType")
-
-
-def _to_int32(value: Any) -> int:
-    if isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer, got {value!r}"[:100]) from None
-    elif isinstance(value, bool) or type(value).__name__ == "bool_":
-        raise ValueError("expected an integer, got a boolean")
-    elif isinstance(value, float) or type(value).__name__.startswith("float"):
-        if not float(value).is_integer():
-            raise ValueError(f"expected an integer, got {value!r}"[:100])
-        number = int(value)
-    else:
-        try:
-            number = operator.index(value)
-        except TypeError:
-            raise ValueError(f"expected an integer, got {type(value).__name__}") from None
-    if not INT32_MIN <= number <= INT32_MAX:
-        raise ValueError(f"{number} is out of range ({INT32_MIN} to {INT32_MAX})"[:100])
-    return number
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
-        return bool(value)
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-    elif isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise ValueError(f"expected true or false, got {value!r}"[:100])
-
-
-def _text_converter(length: int | None) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if not isinstance(value, str):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"expected text, got {type(value).__name__}")
-            value = str(value)
-        if length is not None and len(value) > length:
-            raise ValueError(f"is {len(value)} characters long; the limit is {length}")
-        if "\x00" in value:
-            raise ValueError("holds a NUL character")
-        return str(value)
-
-    return convert
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values for numpy scalars, arrays and NaN (which JSON cannot hold: null)."""
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if _is_missing(value) and not isinstance(value, str):
-        return None
-    return value
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError as error:
-            raise ValueError(f"not a JSON document ({error})"[:120]) from None
-    return _jsonable(value)
-
-
-def _converter(column: Column[Any]) -> Callable[[Any], Any]:
-    type_ = column.type
-    if isinstance(type_, Boolean):
-        return _to_bool
-    if isinstance(type_, Integer):
-        return _to_int32
-    if isinstance(type_, JSONB):
-        return _to_json
-    if isinstance(type_, String):
-        return _text_converter(type_.length)
-    raise TypeError(f"no file converter for column {column.name} ({type_})")
-
-
-@attrs.frozen
-class _Layout:
-    """The columns of one table a file may fill, with their converters."""
-
-    name: TableName
-    table: Table
-    id_column: str
-    extra_column: str
-    converters: dict[str, Callable[[Any], Any]]
-    required: frozenset[str]
-    defaulted: frozenset[str]
-
-    @classmethod
-    def of(cls, name: TableName) -> _Layout:
-        table, id_column = (
-            (cells_cellinfo, "cas_cell_index") if name == "cells"
-            else (cells_featureinfo, "cas_feature_index")
-        )
-        # The legacy ``id`` of cells_featureinfo is unused and stays NULL.
-        columns = [c for c in table.columns if c.name not in ("id", "cas_ingest_id")]
-        return cls(
-            name=name,
-            table=table,
-            id_column=id_column,
-            extra_column="obs_metadata_extra" if name == "cells" else "var_metadata_extra",
-            converters={c.name: _converter(c) for c in columns},
-            required=frozenset(
-                c.name for c in columns
-                if not c.nullable and c.server_default is None and c.name != id_column
-            ),
-            defaulted=frozenset(
-                c.name for c in columns if not c.nullable and c.server_default is not None
-            ),
-        )
-
-    def convert(self, raw: Mapping[str, Any], ingest_id: str) -> tuple[dict[str, Any], list[
-            tuple[str, str]]]:
-        """Return the row for insert_cells/insert_features and the (field, error) found."""
-        row: dict[str, Any] = {"cas_ingest_id": ingest_id}
-        errors: list[tuple[str, str]] = []
-        for name, value in raw.items():
-            if name == "cas_ingest_id":
-                if not _is_missing(value) and value != ingest_id:
-                    errors.append((name, f"{value!r} is not the ingest being filled "
-                                         f"({ingest_id!r})"[:200]))
-                continue
-            if _is_missing(value):
-                if name in self.required or name == self.id_column:
-                    errors.append((name, "is empty, but the column is NOT NULL"))
-                elif name not in self.defaulted:
-                    row[name] = None
-                continue
-            try:
-                row[name] = self.converters[name](value)
-            except ValueError as error:
-                errors.append((name, str(error)))
-        return row, errors
-
-
-# --- readers -------------------------------------------------------------------------------
-
-
-class _CountingReader(io.RawIOBase):
-    """A raw binary reader that counts the bytes read (progress by file position)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self.raw = raw
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self.raw.readinto(buffer)  # type: ignore[attr-defined]
-        self.count += n or 0
-        return int(n or 0)
-
-
-@attrs.define
-class _Lines:
-    """Maps a row index to the line its CSV record starts on (records may span lines)."""
-
-    breaks: list[tuple[int, int]] = attrs.field(factory=list)
-
-    def note(self, index: int, line: int) -> None:
-        if self.line_of(index) != line:
-            self.breaks.append((index, line))
-
-    def line_of(self, index: int) -> int:
-        at = bisect.bisect_right(self.breaks, (index, 2**63)) - 1
-        if at < 0:
-            return index + 2  # line 1 is the header
-        row, line = self.breaks[at]
-        return line + (index - row)
-
-
-class _Reader:
-    """One table of a file: its columns, and its rows (as raw values) any number of times."""
-
-    layout: _Layout
-    columns: list[str]
-    total_rows: int | None = None
-    total_bytes: int | None = None
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        raise NotImplementedError
-
-    def where(self, index: int) -> str:
-        return f"row {index + 1}"
-
-    def bytes_read(self) -> int:
-        return 0
-
-
-def _check_columns(layout: _Layout, columns: Sequence[str], where: str) -> None:
-    known = set(layout.converters) | {"cas_ingest_id"}
-    unknown = [name for name in columns if name not in known]
-    if unknown:
-        raise InvalidInput(
-            f"{where}: unknown column(s) {', '.join(map(repr, unknown))}"[:300]
-            + f"; valid {layout.table.name} columns: {', '.join(sorted(known))}"
-        )
-    duplicated = sorted({name for name in columns if list(columns).count(name) > 1})
-    if duplicated:
-        raise InvalidInput(f"{where}: column(s) {', '.join(duplicated)} appear twice"[:300])
-    missing = sorted(layout.required - set(columns))
-    if missing:
-        raise InvalidInput(f"{where}: required column(s) {', '.join(missing)} missing")
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
-    except OSError as error:
-        raise CasdbError(f"cannot read {path}: {error.strerror or error}") from None
-
-
-def _decompressed(stream: Any) -> IO[bytes]:
-    """A buffered binary stream, gunzipped when it starts with gzip's magic bytes (whatever
-    the file's name)."""
-    if stream.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=stream)  # type: ignore[return-value]
-    return stream  # type: ignore[no-any-return]
-
-
-class _CsvReader(_Reader):
-    def __init__(self, path: Path, layout: _Layout, *, delimiter: str, encoding: str) -> None:
-        self.path, self.layout = path, layout
-        self.delimiter, self.encoding = delimiter, encoding
-        self.total_bytes = os.path.getsize(path)
-        self._counter: _CountingReader | None = None
-        self._lines = _Lines()
-        with self._open() as (reader, _):
-            try:
-                self.columns = next(reader)
-            except StopIteration:
-                raise InvalidInput(
-                    "line 1: the file is empty; expected a header of column names"
-                ) from None
-        _check_columns(layout, self.columns, "line 1")
-
-    @contextlib.contextmanager
-    def _open(self) -> Iterator[tuple[_Guarded, _CountingReader]]:
-        raw = _open_binary(self.path)
-        try:
-            counter = _CountingReader(raw)
-            stream = _decompressed(io.BufferedReader(counter, 1 << 20))
-            text = io.TextIOWrapper(stream, encoding=self.encoding, newline="")
-            reader = csv.reader(text, delimiter=self.delimiter, strict=True)
-            self._counter = counter
-            yield _Guarded(reader, self), counter
-        finally:
-            raw.close()
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        self._lines = _Lines()
-        width = len(self.columns)
-        with self._open() as (reader, _):
-            next(reader)
-            start = reader.line_num + 1
-            for index, fields in enumerate(reader):
-                self._lines.note(index, start)
-                if len(fields) != width:
-                    raise InvalidInput(f"line {start}: expected {width} fields, found "
-                                       f"{len(fields)}", row=None)
-                yield dict(zip(self.columns, fields, strict=True))
-                start = reader.line_num + 1
-
-    def where(self, index: int) -> str:
-        return f"line {self._lines.line_of(index)}"
-
-    def undecodable_line(self) -> int | None:
-        """The first physical line that is not text in the encoding (text is decoded in
-        blocks, so the reader's line count does not say)."""
-        decoder = codecs.getincrementaldecoder(self.encoding)()
-        raw = _open_binary(self.path)
-        try:
-            for number, line in enumerate(_decompressed(raw), start=1):
-                try:
-                    decoder.decode(line)
-                except UnicodeDecodeError:
-                    return number
-        except (OSError, EOFError):
-            return None
-        finally:
-            raw.close()
-        return None
-
-    def bytes_read(self) -> int:
-        return self._counter.count if self._counter is not None else 0
-
-
-class _Guarded:
-    """A csv.reader whose decoding and syntax errors become InvalidInput naming the line."""
-
-    def __init__(self, reader: Any, owner: _CsvReader) -> None:
-        self.reader, self.owner = reader, owner
-
-    @property
-    def line_num(self) -> int:
-        return int(self.reader.line_num)
-
-    def __iter__(self) -> _Guarded:
-        return self
-
-    def __next__(self) -> list[str]:
-        try:
-            return next(self.reader)
-        except UnicodeDecodeError as error:
-            bad = error.object[error.start : error.start + 1].hex()
-            line = self.owner.undecodable_line() or self.reader.line_num + 1
-            raise InvalidInput(
-                f"line {line}: not {self.owner.encoding} text (byte 0x{bad}): "
-                "convert the file to UTF-8 or give its encoding (--encoding latin-1)"
-            ) from None
-        except (csv.Error, gzip.BadGzipFile, EOFError, OSError) as error:
-            raise InvalidInput(
-                f"line {self.reader.line_num + 1}: not a readable "
-                f"{'TSV' if self.owner.delimiter == chr(9) else 'CSV'} file: {error}"[:300]
-            ) from None
-
-
-class _ParquetReader(_Reader):
-    def __init__(self, path: Path, layout: _Layout) -> None:
-        try:
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
-        except ImportError:
-            raise ConfigurationError(
-                "reading Parquet needs pyarrow: pip install 'casdb[parquet]'"
-            ) from None
-        self.layout = layout
-        try:
-            self._file = pq.ParquetFile(_open_binary(path))
-        except CasdbError:
-            raise
-        except Exception as error:
-            raise InvalidInput(f"{path} is not a readable Parquet file: {error}"[:300]) from None
-        self.columns = list(self._file.schema_arrow.names)
-        self.total_rows = self._file.metadata.num_rows
-        self.total_bytes = os.path.getsize(path)
-        self._done = 0
-        _check_columns(layout, self.columns, "the Parquet schema")
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        self._done = 0
-        for batch in self._file.iter_batches(batch_size=_BATCH_ROWS):
-            for row in batch.to_pylist():
-                self._done += 1
-                yield row
-
-    def bytes_read(self) -> int:
-        total, rows = self.total_bytes or 0, self.total_rows or 0
-        return total * self._done // rows if rows else total
-
-
-class _FrameReader(_Reader):
-    """obs or var of an AnnData object: the index and the casdb columns, extras to JSON."""
-
-    def __init__(self, frame: Any, layout: _Layout, index_column: str) -> None:
-        self.frame, self.layout = frame, layout
-        names = [str(name) for name in frame.columns]
-        self.known = [n for n in names if n in layout.converters and n != layout.extra_column]
-        self.extras = [n for n in names if n not in self.known and n != "cas_ingest_id"]
-        self.index_column = index_column if index_column not in names else None
-        self.columns = self.known + ([self.index_column] if self.index_column else [])
-        if layout.name == "features" and "feature_name" not in names:
-            self.columns.append("feature_name")  # the var index stands in for it
-        self.total_rows = len(frame)
-        _check_columns(layout, self.columns, "the AnnData columns")
-
-    @staticmethod
-    def _values(series: Any) -> list[Any]:
-        # Categorical columns (how CELLxGENE stores labels) become their plain values.
-        if str(series.dtype) == "category":
-            series = series.astype(object)
-        return list(series.tolist())
-
-    def rows(self) -> Iterator[dict[str, Any]]:
-        frame = self.frame
-        for start in range(0, len(frame), _BATCH_ROWS):
-            part = frame.iloc[start : start + _BATCH_ROWS]
-            columns = {name: self._values(part[name]) for name in self.known + self.extras}
-            index = [str(value) for value in part.index.tolist()]
-            for n in range(len(part)):
-                row = {name: columns[name][n] for name in self.known}
-                if self.index_column:
-                    row[self.index_column] = index[n]
-                if "feature_name" in self.columns and "feature_name" not in self.known:
-                    row["feature_name"] = index[n]
-                if self.extras:
-                    row[self.layout.extra_column] = {
-                        name: _jsonable(columns[name][n]) for name in self.extras
-                    }
-                yield row
-
-
-def _read_anndata(path: Path) -> tuple[_FrameReader, _FrameReader, dict[str, Any]]:
-    try:
-        import anndata  # type: ignore[import-untyped]
-    except ImportError:
-        raise ConfigurationError(
-            "reading .h5ad needs the anndata package: pip install 'casdb[anndata]'"
-        ) from None
-    _open_binary(path).close()
-    try:
-        data = anndata.read_h5ad(path, backed="r")
-    except Exception as error:
-        raise InvalidInput(f"{path} is not a readable .h5ad file: {error}"[:300]) from None
-    try:
-        obs, var, uns = data.obs.copy(), data.var.copy(), dict(data.uns)
-    finally:
-        if data.file is not None:
-            data.file.close()
-    cells_reader = _FrameReader(obs, _Layout.of("cells"), "original_cell_id")
-    features_reader = _FrameReader(var, _Layout.of("features"), "original_feature_id")
-    summary = {
-        str(key): _jsonable(value) for key, value in uns.items()
-        if isinstance(value, str | int | float | bool)
-    }
-    return cells_reader, features_reader, summary
-
-
-def open_file(
-    path: Path, *, table: TableName = "cells", encoding: str = "utf-8-sig",
-) -> tuple[list[_Reader], dict[str, Any]]:
-    """Open ``path`` and check its columns; return its tables' readers and uns metadata.
-
-    Raises CasdbError for an unreadable file, InvalidInput for an unknown format or bad
-    columns, ConfigurationError when the optional package for the format is missing.
-    """
-    name = path.name.lower()
-    if path.is_dir():
-        raise CasdbError(f"cannot read {path}: it is a directory")
-    if name.endswith(".h5ad"):
-        obs, var, uns = _read_anndata(path)
-        return [var, obs], uns  # features first: cells are what the ingest is about
-    layout = _Layout.of(table)
-    if name.endswith((".parquet", ".pq")):
-        return [_ParquetReader(path, layout)], {}
-    if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".txt.gz")):
-        delimiter = "\t" if ".tsv" in name or ".txt" in name else ","
-        return [_CsvReader(path, layout, delimiter=delimiter, encoding=encoding)], {}
-    raise InvalidInput(f"{path.name}: unknown file type; expected one of {', '.join(FORMATS)}")
-
-
 # --- the ingest ----------------------------------------------------------------------------
 
 
@@ -587,7 +111,7 @@ def _ensure_ingest(connection: Connection, cas_ingest_id: str, dataset_id: str |
 class _Run:
     """One pass over a reader: converts rows, reports progress, collects problems."""
 
-    reader: _Reader
+    reader: Reader
     ingest_id: str
     progress: ProgressCallback | None
     max_problems: int
@@ -630,17 +154,17 @@ class _Run:
         self._report()
 
 
-def _ids_with_lines(reader: _Reader) -> Iterator[tuple[int, int]]:
+def _ids_with_lines(reader: Reader) -> Iterator[tuple[int, int]]:
     """(row index, id) for every row whose id converts (for locating duplicates)."""
     name = reader.layout.id_column
     for index, raw in enumerate(reader.rows()):
         try:
-            yield index, _to_int32(raw.get(name))
+            yield index, to_int32(raw.get(name))
         except ValueError:
             continue
 
 
-def _duplicate_problems(connection: Connection, reader: _Reader, limit: int) -> list[Problem]:
+def _duplicate_problems(connection: Connection, reader: Reader, limit: int) -> list[Problem]:
     """Rows whose id repeats an earlier row of the file or is in the table already."""
     name, table = reader.layout.id_column, reader.layout.name
     indexes, ids = array.array("q"), array.array("q")

@@ -328,6 +328,15 @@ def test_installed_casdb_script(db_url: str, tmp_path: Path) -> None:
     assert HEAD in result.stdout
     result = cli("--url", db_url, "db", "check")
     assert result.returncode == 0, result.stdout
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("casdb 0.1.0")
+    assert "(not installed)" not in result.stdout
+    (tmp_path / "c.csv").write_text("cas_cell_index,cell_type\n1,T\n")
+    result = cli("--url", db_url, "cells", "ingest", str(tmp_path / "c.csv"), "--ingest-id", "i",
+                 "--dataset-id", "d")
+    assert result.returncode == 0 and "ingested 1 cells" in result.stdout, result.stderr
+    result = cli("--url", db_url, "cells", "list", "--json")
+    assert json.loads(result.stdout)[0]["cells"] == 1
 
 
 # --- the local server ----------------------------------------------------------------

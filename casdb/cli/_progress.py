@@ -16,7 +16,6 @@ import attrs
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
@@ -26,7 +25,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.text import Text
 
@@ -67,6 +65,19 @@ class _RowsColumn(ProgressColumn):
         return Text(f"{rows:,} rows {rate:,.0f} rows/s", style="progress.data.speed")
 
 
+class _BytesColumn(ProgressColumn):
+    """Bytes of the file read, of its size, and per second (for formats read by bytes)."""
+
+    def render(self, task: Task) -> Text:
+        total = task.fields.get("total_bytes")
+        if total is None:
+            return Text("")
+        done = int(task.fields.get("bytes_read", 0))
+        elapsed = task.elapsed or 0.0
+        rate = f" {_size(done / elapsed)}/s" if elapsed > 0 else ""
+        return Text(f"{_size(done)} of {_size(total)}{rate}", style="progress.download")
+
+
 @attrs.define
 class IngestBar:
     """Feeds ingest progress to a rich bar, plain lines or nothing."""
@@ -85,7 +96,7 @@ class IngestBar:
             return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            _RowsColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+            _RowsColumn(), _BytesColumn(), TimeRemainingColumn(),
             console=Console(file=sys.stderr), transient=False,
         )
         with self._progress:
@@ -108,7 +119,8 @@ class IngestBar:
         if task is None:
             task = self._progress.add_task(update.table, total=total)
             self._tasks[update.table] = task
-        self._progress.update(task, completed=done, total=total, rows=update.rows)
+        self._progress.update(task, completed=done, total=total, rows=update.rows,
+                              bytes_read=update.bytes_read, total_bytes=update.total_bytes)
 
     def _line(self, update: IngestProgress, done: int, total: int | None,
               by_bytes: bool) -> None:
