@@ -47,11 +47,8 @@ class _CountingReader(io.RawIOBase):
 class _Lines:
     """Maps a row index to the line its CSV record starts on (records may span lines)."""
 
+    # (row index, its start line) wherever the line stops being ``index + 2``
     breaks: list[tuple[int, int]] = attrs.field(factory=list)
-
-    def note(self, index: int, line: int) -> None:
-        if self.line_of(index) != line:
-            self.breaks.append((index, line))
 
     def line_of(self, index: int) -> int:
         at = bisect.bisect_right(self.breaks, (index, 2**63)) - 1
@@ -145,8 +142,11 @@ class _CsvReader(Reader):
         with self._open() as (reader, _):
             next(reader)
             start = reader.line_num + 1
+            shift = 0  # lines so far beyond one per record (records may span lines)
             for index, fields in enumerate(reader):
-                self._lines.note(index, start)
+                if start - index - 2 != shift:
+                    shift = start - index - 2
+                    self._lines.breaks.append((index, start))
                 if len(fields) != width:
                     raise InvalidInput(f"line {start}: expected {width} fields, found "
                                        f"{len(fields)}", row=None)

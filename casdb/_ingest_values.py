@@ -35,9 +35,9 @@ def _is_missing(value: object) -> bool:
 
 
 def to_int32(value: Any) -> int:
-    if isinstance(value, str):
+    if value.__class__ is str:
         try:
-            number = int(value.strip())
+            number = int(value)  # int() allows surrounding whitespace
         except ValueError:
             raise ValueError(f"expected an integer, got {value!r}"[:100]) from None
     elif isinstance(value, bool) or type(value).__name__ == "bool_":
@@ -72,7 +72,7 @@ def _to_bool(value: Any) -> bool:
 
 def _text_converter(length: int | None) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        if not isinstance(value, str):
+        if value.__class__ is not str:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"expected text, got {type(value).__name__}")
             value = str(value)
@@ -80,7 +80,8 @@ def _text_converter(length: int | None) -> Callable[[Any], str]:
             raise ValueError(f"is {len(value)} characters long; the limit is {length}")
         if "\x00" in value:
             raise ValueError("holds a NUL character")
-        return str(value)
+        text: str = value
+        return text
 
     return convert
 
@@ -162,21 +163,21 @@ class Layout:
         """Return the row for insert_cells/insert_features and the (field, error) found."""
         row: dict[str, Any] = {"cas_ingest_id": ingest_id}
         errors: list[tuple[str, str]] = []
+        converters = self.converters
         for name, value in raw.items():
-            if name == "cas_ingest_id":
-                if not _is_missing(value) and value != ingest_id:
-                    errors.append((name, f"{value!r} is not the ingest being filled "
-                                         f"({ingest_id!r})"[:200]))
-                continue
-            if _is_missing(value):
-                if name in self.required or name == self.id_column:
-                    errors.append((name, "is empty, but the column is NOT NULL"))
-                elif name not in self.defaulted:
-                    row[name] = None
-                continue
-            try:
-                row[name] = self.converters[name](value)
-            except ValueError as error:
-                errors.append((name, str(error)))
+            # The common case first: a non-empty text (CSV) or a value that is not missing.
+            if value.__class__ is str and value or not _is_missing(value):
+                if name == "cas_ingest_id":
+                    if value != ingest_id:
+                        errors.append((name, f"{value!r} is not the ingest being filled "
+                                             f"({ingest_id!r})"[:200]))
+                    continue
+                try:
+                    row[name] = converters[name](value)
+                except ValueError as error:
+                    errors.append((name, str(error)))
+            elif name in self.required or name == self.id_column:
+                errors.append((name, "is empty, but the column is NOT NULL"))
+            elif name not in self.defaulted and name != "cas_ingest_id":
+                row[name] = None
         return row, errors
-

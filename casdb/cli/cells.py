@@ -17,6 +17,7 @@ from casdb.cli._shared import (
     describe,
     emit_json,
     json_option,
+    jsonable,
     note,
     out,
     pass_state,
@@ -119,17 +120,8 @@ def list_(state: State, as_json: bool) -> None:
         found = [(i, cells.count_cells(conn, cas_ingest_id=i.cas_ingest_id))
                  for i in cells.list_ingests(conn)]
     if as_json:
-        emit_json([{**ingest_record, "cells": count} for ingest_record, count in
-                   ((_as_dict(i), n) for i, n in found)])
+        emit_json([{**jsonable(record), "cells": count} for record, count in found])
         return
     table(["ingest", "dataset", "version", "cells", "ingested"],
           [(i.cas_ingest_id, i.dataset_id, i.dataset_version_id, n, i.ingest_timestamp)
            for i, n in found])
-
-
-def _as_dict(record: cells.IngestRecord) -> dict[str, object]:
-    from casdb.cli._shared import jsonable
-
-    value = jsonable(record)
-    assert isinstance(value, dict)
-    return value
