@@ -5,6 +5,7 @@ Files are built in the tests; every ingest runs against a fresh migrated databas
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -12,6 +13,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anndata
 import numpy as np
@@ -20,12 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import URL, Engine
 
 from casdb import ingest
 from casdb.cli import main
 from casdb.errors import AlreadyExists, InvalidInput
 from casdb.queries import cells
+from tests.conftest import rolled_back
+from tests.strategies import characters, nonempty255
 
 
 @pytest.fixture
@@ -406,3 +412,68 @@ def test_features_from_csv_and_unknown_formats(db: Engine, tmp_path: Path) -> No
                 "cas_feature_index,original_feature_id,feature_name\n3,E,A\n")
             ingest.ingest_file(conn, path=tmp_path / "again.csv", cas_ingest_id="f",
                                table="features")
+
+
+# --- round trips (Hypothesis) ------------------------------------------------------------------
+
+_COLUMNS = ["cell_type", "tissue", "donor_id", "assay_ontology_term_id", "is_primary_data",
+            "total_mrna_umis", "obs_metadata_extra"]
+_json = st.dictionaries(st.text(characters, max_size=5),
+                        st.integers(-10**6, 10**6) | st.text(characters, max_size=8), max_size=3)
+_cell = st.fixed_dictionaries({
+    "cell_type": nonempty255,
+    "tissue": st.none() | nonempty255,
+    "donor_id": st.none() | nonempty255,
+    "assay_ontology_term_id": st.none() | nonempty255,
+    "is_primary_data": st.none() | st.booleans(),
+    "total_mrna_umis": st.none() | st.integers(-(2**31), 2**31 - 1),
+    "obs_metadata_extra": st.none() | _json,
+})
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str) -> None:
+    columns = ["cas_cell_index", *_COLUMNS]
+    with gzip.open(path, "wt", newline="", encoding="utf-8") if path.suffix == ".gz" else open(
+            path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, delimiter=delimiter)
+        writer.writerow(columns)
+        for index, row in enumerate(rows, start=1):
+            writer.writerow([index] + [
+                "" if value is None else
+                json.dumps(value, ensure_ascii=False) if name == "obs_metadata_extra" else
+                str(value).lower() if name == "is_primary_data" else value
+                for name, value in ((name, row[name]) for name in _COLUMNS)
+            ])
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: dict[str, Any] = {"cas_cell_index": pa.array(range(1, len(rows) + 1), pa.int32())}
+    for name in _COLUMNS:
+        values = [row[name] for row in rows]
+        if name == "obs_metadata_extra":
+            values = [None if v is None else json.dumps(v) for v in values]
+        columns[name] = pa.array(values, pa.int32() if name == "total_mrna_umis" else None)
+    pq.write_table(pa.table(columns), path)
+
+
+@settings(max_examples=max(10, settings.default.max_examples // 2))
+@given(rows=st.lists(_cell, min_size=1, max_size=30),
+       kind=st.sampled_from(["x.csv", "x.tsv", "x.csv.gz", "x.parquet"]))
+def test_files_round_trip(engine: Engine, tmp_path_factory: pytest.TempPathFactory,
+                          rows: list[dict[str, Any]], kind: str) -> None:
+    path = tmp_path_factory.mktemp("round") / kind
+    if kind.endswith(".parquet"):
+        _write_parquet(path, rows)
+    else:
+        _write_csv(path, rows, "\t" if ".tsv" in kind else ",")
+    with rolled_back(engine) as conn:  # each example in its own rolled-back transaction
+        cells.create_ingest(conn, cas_ingest_id="rt", dataset_id="d")
+        report = ingest.ingest_file(conn, path=path, cas_ingest_id="rt", dry_run=True)
+        assert report.problems == () and report.cells == len(rows)
+        assert cells.count_cells(conn) == 0
+        assert ingest.ingest_file(conn, path=path, cas_ingest_id="rt").cells == len(rows)
+        found = cells.get_cell_metadata_by_ids(conn, cell_ids=range(1, len(rows) + 1),
+                                               columns=_COLUMNS)
+        assert [c.values for c in found] == rows
+        # The sequence was moved past the file's ids.
+        assert cells.reserve_indexes(conn, table="cells", count=1)[0][0] > len(rows)
