@@ -4,6 +4,7 @@ from casdb.config import DatabaseConfig, config_for_url, config_from_env
 from casdb.engine import create_engine, create_engines
 from casdb.errors import (
     AlreadyExists,
+    AuthenticationError,
     CasdbError,
     ConfigurationError,
     DatabaseError,
@@ -15,6 +16,7 @@ from casdb.tables import UserActivityEvent
 
 __all__ = [
     "AlreadyExists",
+    "AuthenticationError",
     "CasdbError",
     "ConfigurationError",
     "DatabaseConfig",

@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from ssl import SSLContext, create_default_context
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import attrs
 from sqlalchemy import URL, make_url
@@ -64,6 +65,23 @@ _MANAGED_QUERY = {
 }
 
 
+def _url_of_text(raw: str) -> URL:
+    """Parse a URL as a browser would: the LAST ``@`` ends the credentials.
+
+    make_url stops the password at the first ``@``, so an unencoded ``@`` in a password would
+    send the rest of the password to DNS as part of the host name.
+    """
+    scheme, separator, rest = raw.partition("://")
+    if not separator or not scheme:
+        raise ValueError("no scheme")
+    credentials, at, location = rest.rpartition("@")
+    url = make_url(f"{scheme}://{location}")
+    if at:
+        user, colon, password = credentials.partition(":")
+        url = url.set(username=unquote(user) or None, password=unquote(password) if colon else None)
+    return url
+
+
 def normalise_url(raw: str | URL, *, source: str) -> URL:
     """Return ``raw`` as a pg8000 SQLAlchemy URL that pg8000 can connect with.
 
@@ -75,13 +93,13 @@ def normalise_url(raw: str | URL, *, source: str) -> URL:
     Raises ConfigurationError for an unparsable URL, another driver, a bad port, or a query
     parameter casdb does not pass on (naming the variable that sets it instead).
     """
+    invalid = ConfigurationError(
+        f"{source} is not a valid URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+    )
     try:
-        url = make_url(raw)
+        url = make_url(raw) if isinstance(raw, URL) else _url_of_text(raw)
     except (ArgumentError, ValueError):
-        # Their messages quote the URL, password included.
-        raise ConfigurationError(
-            f"{source} is not a valid URL: expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
-        ) from None
+        raise invalid from None  # their messages quote the URL, password included
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername=DRIVER)
     if url.drivername != DRIVER:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, inspect, select
 
+from casdb import migrate
 from casdb.errors import NotFound
 from casdb.queries import activity, cells, keys, ml_models, quotas, users
 from casdb.tables import UserActivityEvent, metadata
@@ -59,29 +60,35 @@ def _section(out: Out, title: str) -> None:
 
 
 def _users_keys_activity(conn: Connection, out: Out, now: dt.datetime,
-                         rng: random.Random) -> list[users.User]:
+                         rng: random.Random, tag: str) -> list[users.User]:
     _section(out, "users")
     people = [
-        users.create_user(conn, email="ada@example.org", username="Ada Lovelace",
+        users.create_user(conn, email=f"ada{tag}@example.org", username="Ada Lovelace",
                           created_at=now - dt.timedelta(days=40, hours=5)),
-        users.create_user(conn, email="brenner@example.org", username="Sydney Brenner",
+        users.create_user(conn, email=f"brenner{tag}@example.org", username="Sydney Brenner",
                           is_admin=True, cell_quota=500_000, lifetime_cell_quota=None,
                           created_at=now - dt.timedelta(days=23, hours=2)),
-        users.create_user(conn, email="cajal@example.org", username="Santiago Ramón y Cajal",
+        users.create_user(conn, email=f"cajal{tag}@example.org",
+                          username="Santiago Ramón y Cajal",
                           cell_quota=20_000, lifetime_cell_quota=60_000,
                           created_at=now - dt.timedelta(days=9, hours=20)),
     ]
     users.opt_out_of_feedback(conn, user_id=people[2].id)
+    ids = {person.id for person in people}
     out(format_table(
         ["id", "email", "username", "admin", "weekly quota", "lifetime quota", "signed up"],
         [(u.id, u.email, u.username, u.is_admin, u.cell_quota, u.lifetime_cell_quota,
-          u.created_at) for u in users.list_users(conn)]))
+          u.created_at) for u in users.list_users(conn) if u.id in ids]))
 
     _section(out, "API keys")
-    made = [keys.create_user_key(conn, user_id=people[0].id, key_hash="$argon2id$v=19$demo-a"),
-            keys.create_user_key(conn, user_id=people[0].id, key_hash="$argon2id$v=19$demo-b",
-                                 expires=now + dt.timedelta(days=30))]
+    issued = keys.issue_user_token(conn, user_id=people[0].id)
+    made = [issued.key, keys.create_user_key(conn, user_id=people[0].id,
+                                             key_hash="$argon2id$v=19$demo-b",
+                                             expires=now + dt.timedelta(days=30))]
     keys.deactivate_user_key(conn, key_locator=made[1].key_locator)
+    owner = keys.authenticate_token(conn, token=issued.token)
+    out(f"issue_user_token -> <key_locator>.<secret>, only the Argon2id hash stored; "
+        f"authenticate_token -> {owner.email}")
     out(format_table(["key locator", "user", "active", "expires"],
                      [(k.key_locator, k.user_id, k.active, k.expires)
                       for k in keys.list_user_keys(conn, user_id=people[0].id)]))
@@ -132,12 +139,12 @@ def _quotas(conn: Connection, out: Out, people: list[users.User], now: dt.dateti
         f"{raised.lifetime_cell_quota}; a second call is a no-op -> {again.lifetime_cell_quota}")
 
 
-def _models(conn: Connection, out: Out) -> None:
+def _models(conn: Connection, out: Out, tag: str) -> None:
     _section(out, "ML models and matching-engine indexes")
     made = []
-    for n, (name, dimension, admin) in enumerate([("cas-gex-v1", 256, False),
-                                                  ("cas-gex-v2", 512, False),
-                                                  ("cas-gex-v3-beta", 512, True)]):
+    for n, (name, dimension, admin) in enumerate([(f"cas-gex-v1{tag}", 256, False),
+                                                  (f"cas-gex-v2{tag}", 512, False),
+                                                  (f"cas-gex-v3-beta{tag}", 512, True)]):
         model = ml_models.create_model(conn, model_name=name, embedding_dimension=dimension,
                                        model_file_path=f"gs://cas-models/{name}.pt",
                                        description=f"scVI embedding, generation {n + 1}",
@@ -151,20 +158,22 @@ def _models(conn: Connection, out: Out) -> None:
         made.append(model)
     ml_models.set_default_model(conn, model_id=made[0].id)
     ml_models.set_default_model(conn, model_id=made[1].id)
+    mine = {model.id for model in made}
     out(format_table(["id", "model", "dim", "admin only", "default", "indexes"],
                      [(m.id, m.model_name, m.embedding_dimension, m.admin_use_only,
                        m.is_default_model, ", ".join(i.index_name for i in m.indexes))
-                      for m in ml_models.list_models(conn)]))
-    public = [m.model_name for m in ml_models.list_models(conn, include_admin_only=False)]
+                      for m in ml_models.list_models(conn) if m.id in mine]))
+    public = [m.model_name for m in ml_models.list_models(conn, include_admin_only=False)
+              if m.id in mine]
     out(f"models for everyone: {', '.join(public)}")
     out(f"default model: {ml_models.get_default_model(conn).model_name}")
-    beta = ml_models.get_model_by_name(conn, model_name="cas-gex-v3-beta")
-    out(f"get_model_by_name('cas-gex-v3-beta') -> {len(beta.indexes)} indexes in one query")
+    beta = ml_models.get_model_by_name(conn, model_name=made[2].model_name)
+    out(f"get_model_by_name({made[2].model_name!r}) -> {len(beta.indexes)} indexes in one query")
 
 
-def _cell_rows(ingest_id: str, start: int, count: int,
+def _cell_rows(ingest_id: str, ids: Iterable[int],
                rng: random.Random) -> Iterator[cells.CellRecord]:
-    for index in range(start, start + count):
+    for index in ids:
         cell_type = rng.choice(CELL_TYPES)
         yield cells.CellRecord(
             cas_cell_index=index, cas_ingest_id=ingest_id, cell_type=cell_type,
@@ -175,22 +184,29 @@ def _cell_rows(ingest_id: str, start: int, count: int,
             obs_metadata_extra={"batch": index % 4, "qc": {"pct_mito": round(rng.random(), 3)}})
 
 
-def _cells(conn: Connection, out: Out, rng: random.Random) -> None:
+def _cells(conn: Connection, out: Out, rng: random.Random, tag: str) -> None:
     _section(out, "cells")
-    ingest = cells.create_ingest(conn, cas_ingest_id="demo-ingest-1", dataset_id="demo-dataset",
-                                 dataset_version_id="v1", uns_metadata={"title": "demo atlas"})
+    ingest = cells.create_ingest(conn, cas_ingest_id=f"demo-ingest-1{tag}",
+                                 dataset_id="demo-dataset", dataset_version_id="v1",
+                                 uns_metadata={"title": "demo atlas"})
+    # Ids from the tables' sequences, so that the demo never collides with rows it kept.
+    feature_ids = [n for run in cells.reserve_indexes(conn, table="features", count=2_000)
+                   for n in run]
+    cell_ids = [n for run in cells.reserve_indexes(conn, table="cells", count=DEMO_CELLS)
+                for n in run]
     features = cells.insert_features(conn, rows=(
         {"cas_feature_index": n, "cas_ingest_id": ingest.cas_ingest_id,
          "original_feature_id": f"ENSG{n:011d}", "feature_name": f"GENE{n}",
          "feature_biotype": "gene", "feature_reference": "NCBITaxon:9606"}
-        for n in range(1, 2_001)))
+        for n in feature_ids))
     started = time.perf_counter()
-    written = cells.insert_cells(conn, rows=_cell_rows(ingest.cas_ingest_id, 1, DEMO_CELLS, rng))
+    written = cells.insert_cells(conn, rows=_cell_rows(ingest.cas_ingest_id, cell_ids, rng))
     seconds = time.perf_counter() - started
     out(f"ingest {ingest.cas_ingest_id}: {features} features, {written} cells streamed with "
         f"COPY in {seconds:.2f} s ({written / seconds:,.0f} rows/s)")
     out(f"count_cells: {cells.count_cells(conn, cas_ingest_id=ingest.cas_ingest_id)}")
-    wanted = [17, 4_242, 3, 999_999, 17, 12_001]
+    first = cell_ids[0]
+    wanted = [first + 16, first + 4_241, first + 2, 2**31 - 1, first + 16, first + 12_000]
     found = cells.get_cell_metadata_by_ids(
         conn, cell_ids=wanted, columns=["cell_type", "tissue", "total_mrna_umis"])
     out(f"get_cell_metadata_by_ids({wanted}) -> input order kept, repeats repeated, "
@@ -198,7 +214,8 @@ def _cells(conn: Connection, out: Out, rng: random.Random) -> None:
     out(format_table(["cas_cell_index", "cell_type", "tissue", "total_mrna_umis"],
                      [(c.cas_cell_index, *c.values.values()) for c in found]))
     cells.delete_ingest(conn, cas_ingest_id=ingest.cas_ingest_id)
-    out(f"delete_ingest: cells left {cells.count_cells(conn)}, features left "
+    out(f"delete_ingest: cells left {cells.count_cells(conn, cas_ingest_id=ingest.cas_ingest_id)}"
+        ", features left "
         f"{len(cells.list_features_for_ingest(conn, cas_ingest_id=ingest.cas_ingest_id))}")
     try:
         cells.get_ingest(conn, cas_ingest_id=ingest.cas_ingest_id)
@@ -206,21 +223,34 @@ def _cells(conn: Connection, out: Out, rng: random.Random) -> None:
         out(f"get_ingest afterwards: NotFound ({error})")
 
 
+def database_state(connection: Connection) -> str:
+    """Return "empty" (no casdb table holds a row and no other table exists), "data", or
+    "other schema" (tables that are not casdb's, or a revision other than casdb's head)."""
+    revisions = migrate.current_revisions(connection)
+    if not revisions:
+        return "other schema" if inspect(connection).get_table_names() else "empty"
+    if revisions != (migrate.head_revision(),):
+        return "other schema"
+    return "empty" if is_empty(connection) else "data"
+
+
 def run_demo(engine: Engine, *, out: Out = print, keep: bool = False,
-             now: dt.datetime | None = None, seed: int = 7) -> None:
+             now: dt.datetime | None = None, seed: int = 7, tag: str = "") -> None:
     """Fill sample data and run every area's operations on ``engine``, printing the results.
 
-    Everything happens in one transaction, rolled back at the end unless ``keep``.
+    Everything happens in one transaction, rolled back at the end unless ``keep``. ``tag``
+    is appended to every unique name (emails, models, the ingest), so that the demo can run
+    again beside the rows an earlier ``keep`` left.
     """
     now = now or dt.datetime.now(dt.UTC)
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
     with engine.connect() as conn:
         conn.begin()
         try:
-            people = _users_keys_activity(conn, out, now, rng)
+            people = _users_keys_activity(conn, out, now, rng, tag)
             _quotas(conn, out, people, now)
-            _models(conn, out)
-            _cells(conn, out, rng)
+            _models(conn, out, tag)
+            _cells(conn, out, rng, tag)
         except BaseException:
             conn.rollback()
             raise

@@ -39,3 +39,15 @@ class AlreadyExists(CasdbError):
 
 class DatabaseError(CasdbError):
     """The database failed the operation (connection lost, timeout, server error)."""
+
+
+class AuthenticationError(CasdbError):
+    """An API token was refused. ``reason`` says why, for logs; never shows the secret.
+
+    Reasons: ``malformed``, ``unknown_key``, ``inactive_key``, ``expired_key``,
+    ``inactive_user``, ``wrong_secret``.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import click
 import pytest
 import sqlalchemy
 from sqlalchemy import URL, text
 
 from casdb import migrate
-from casdb.cli import build_parser, main
+from casdb.cli import cli, main
 from casdb.config import CONNECTION_VARIABLES
 from casdb.local import LocalServer
 from tests.conftest import execute_sql
@@ -63,18 +66,15 @@ def _assert_one_line_error(err: str) -> None:
 
 
 def _all_commands() -> list[list[str]]:
-    parser = build_parser()
     found: list[list[str]] = []
 
-    def walk(p: object, prefix: list[str]) -> None:
-        for action in getattr(p, "_actions", []):
-            choices = getattr(action, "choices", None)
-            if isinstance(choices, dict):
-                for name, sub in choices.items():
-                    found.append([*prefix, name])
-                    walk(sub, [*prefix, name])
+    def walk(group: click.Group, prefix: list[str]) -> None:
+        for name, command in group.commands.items():
+            found.append([*prefix, name])
+            if isinstance(command, click.Group):
+                walk(command, [*prefix, name])
 
-    walk(parser, [])
+    walk(cli, [])
     return found
 
 
@@ -86,23 +86,30 @@ def test_help_documents_commands_and_exit_codes(capsys: pytest.CaptureFixture[st
         assert fragment in out
     commands = _all_commands()
     expected = {
-        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"),
+        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"), ("cells", "list"),
+        ("users",), ("keys",), ("models",),
         *(("db", name) for name in
           ("upgrade", "downgrade", "current", "history", "sql", "check", "adopt")),
         *(("local", name) for name in ("start", "stop", "status", "url")),
+        *(("users", name) for name in
+          ("list", "show", "create", "set-active", "set-admin", "set-weekly-quota",
+           "increase-lifetime-quota", "usage", "quota")),
+        *(("keys", name) for name in ("create", "list", "deactivate")),
+        *(("models", name) for name in ("list", "show", "create", "set-default", "add-index")),
     }
     assert {tuple(c) for c in commands} == expected
     for argv in commands:
         code, out, _ = run(capsys, *argv, "--help")
         assert code == 0, argv
-        assert out.startswith(f"usage: casdb {' '.join(argv)}"), argv
+        assert out.startswith(f"Usage: casdb {' '.join(argv)}"), argv
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in ([], ["db"], ["db", "frobnicate"], ["db", "downgrade"], ["local"], ["--nope"]):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
-        assert "usage: casdb" in err and "Traceback" not in err
+        assert "Usage: casdb" in err
+        _assert_one_line_error(err)
 
 
 # --- migrations ----------------------------------------------------------------------
@@ -321,6 +328,15 @@ def test_installed_casdb_script(db_url: str, tmp_path: Path) -> None:
     assert HEAD in result.stdout
     result = cli("--url", db_url, "db", "check")
     assert result.returncode == 0, result.stdout
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("casdb 0.1.0")
+    assert "(not installed)" not in result.stdout
+    (tmp_path / "c.csv").write_text("cas_cell_index,cell_type\n1,T\n")
+    result = cli("--url", db_url, "cells", "ingest", str(tmp_path / "c.csv"), "--ingest-id", "i",
+                 "--dataset-id", "d")
+    assert result.returncode == 0 and "ingested 1 cells" in result.stdout, result.stderr
+    result = cli("--url", db_url, "cells", "list", "--json")
+    assert json.loads(result.stdout)[0]["cells"] == 1
 
 
 # --- the local server ----------------------------------------------------------------
@@ -446,3 +462,182 @@ def test_demo_with_nothing_configured_uses_the_local_server(tmp_path: Path) -> N
         assert "== cells" in result.stdout and "rolled back" in result.stdout
     finally:
         LocalServer(data_dir).stop()
+
+
+# --- issue 14: the defects of the hand-made CLI ----------------------------------------------
+
+
+def _module_cli(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "casdb", *argv], capture_output=True, text=True,
+        env=_subprocess_env(), timeout=300, check=False, **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_python_m_casdb_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    result = _module_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("casdb 0.1.0"), result.stderr
+    result = _module_cli("db", "history")
+    assert result.returncode == 0 and f"-> {HEAD} (head)" in result.stdout
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.startswith("casdb ")
+
+
+@pytest.mark.parametrize("argv", [["db", "history"], ["db", "sql"], ["--help"]])
+def test_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before casdb writes a byte: `casdb ... | head -0`
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "casdb", *argv], stdout=write, stderr=subprocess.PIPE,
+            text=True, env=_subprocess_env(), timeout=300, check=False,
+        )
+    finally:
+        os.close(write)
+    # Quietly, with click's exit code for a closed pipe (1, as for any unfinished output).
+    assert result.stderr == "" and result.returncode == 1
+
+
+def test_shell_pipe_into_head() -> None:
+    result = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; "
+        'echo "status ${PIPESTATUS[0]}"',
+        shell=True, capture_output=True, text=True, env=_subprocess_env(), timeout=300,
+        check=False, executable="/bin/bash",
+    )
+    assert result.stderr == ""
+    first, status = result.stdout.splitlines()
+    assert first.strip() and status in ("status 0", "status 1")
+
+
+def test_traceback_anywhere_on_the_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DB_HOST", "db.example")
+    for argv in (["db", "current", "--traceback"], ["db", "--traceback", "current"],
+                 ["--traceback", "db", "current"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2, argv
+        assert "Traceback" in err and "ConfigurationError" in err, argv
+        assert err.rstrip().splitlines()[-1].startswith("casdb: error: DB_HOST is set")
+    code, _, err = run(capsys, "db", "current")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_unencoded_password_in_url(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    password = "p@ss:w/o?r#d%zz"
+    code, _, err = run(capsys, "--url", f"postgresql://cas:{password}@127.0.0.1:1/cas",
+                       "db", "current")
+    assert code == 1
+    _assert_one_line_error(err)
+    assert "cannot connect to postgresql+pg8000://cas:***@127.0.0.1:1/cas" in err
+    for fragment in ("p@ss", "ss:w", "o?r", "r#d", "%zz"):
+        assert fragment not in err
+    # The real server (trust authentication) is reached with user and database read right.
+    url = sqlalchemy.make_url(db_url)
+    raw = f"postgresql://{url.username}:{password}@{url.host}:{url.port}/{url.database}"
+    code, out, err = run(capsys, "--url", raw, "db", "current")
+    assert code == 0, err
+    assert "has no revision" in out and password not in out + err
+    code, _, err = run(capsys, "--url", "postgresql://u:p@host:99999/x", "db", "current")
+    assert code == 2 and "the port must be 1 to 65535" in err
+
+
+def test_downgrade_base_refuses_before_running_anything(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "--url", db_url, "db", "upgrade", "-q")[0] == 0
+    tables = _tables(db_url)
+    for target in ("base", "-2", "-5"):
+        code, out, err = run(capsys, "--url", db_url, "db", "downgrade", target)
+        assert code == 1 and "--yes" in err and out == ""
+        _assert_one_line_error(err)
+        assert "Running downgrade" not in err  # refused before any migration ran
+        assert _tables(db_url) == tables
+    code, out, err = run(capsys, "--url", db_url, "db", "downgrade", "-1")
+    assert code == 0 and f"Running downgrade {HEAD} -> {BASELINE}" in err
+
+
+def test_demo_yes_after_demo_keep(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--url", db_url, "demo", "--keep")
+    assert code == 0, err
+    for keep in ((), ("--keep",)):
+        code, out, err = run(capsys, "--url", db_url, "demo", "--yes", *keep)
+        assert code == 0, err
+        assert "== cells" in out
+    code, out, _ = run(capsys, "--url", db_url, "users", "list", "--json")
+    emails = [user["email"] for user in json.loads(out)]
+    assert len(emails) == 6 == len(set(emails)) and "ada@example.org" in emails
+
+
+def test_json_output_of_data_commands(db_url: str, data_dir: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
+    assert code == 0 and json.loads(out)["revisions"] == [] and "***" not in out
+    assert run(capsys, "--url", db_url, "db", "upgrade", "-q")[0] == 0
+    code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
+    assert json.loads(out) | {"database": None} == {
+        "database": None, "revisions": [HEAD], "head": HEAD, "at_head": True}
+    code, out, _ = run(capsys, "--url", db_url, "db", "check", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["problems"] == []
+    execute_sql(db_url, "ALTER TABLE users_user ADD COLUMN nickname varchar(40)")
+    code, out, _ = run(capsys, "--url", db_url, "db", "check", "--json")
+    assert code == 1 and json.loads(out)["ok"] is False
+    assert any("nickname" in p for p in json.loads(out)["problems"])
+    code, out, _ = run(capsys, "db", "history", "--json")
+    assert [r["revision"] for r in json.loads(out)] == [BASELINE, HEAD]
+    code, out, _ = run(capsys, "--data-dir", data_dir, "local", "status", "--json")
+    assert code == 1 and json.loads(out)["running"] is False
+    for argv in (["users", "list"], ["models", "list"], ["cells", "list"]):
+        code, out, err = run(capsys, "--url", db_url, *argv, "--json")
+        assert code == 0 and json.loads(out) == [], (argv, err)
+
+
+def _on_a_terminal(argv: list[str], tmp_path: Path) -> tuple[int, str]:
+    """Run casdb with stderr on a pseudo-terminal; return the exit code and what it drew."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "casdb", *argv], stdout=subprocess.DEVNULL, stderr=slave,
+            env=_subprocess_env({"COLUMNS": "160", "TERM": "xterm"}), cwd=tmp_path,
+        )
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        return process.wait(timeout=300), drawn.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_progress_bars_on_a_terminal_and_plain_lines_elsewhere(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, drawn = _on_a_terminal(["--url", db_url, "db", "upgrade"], tmp_path)
+    assert code == 0, drawn
+    assert "migrations" in drawn and "2/2" in drawn and "━" in drawn  # rich's bar
+    path = tmp_path / "cells.csv"
+    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(1, 20001)))
+    code, drawn = _on_a_terminal(["--url", db_url, "cells", "ingest", str(path),
+                                  "--ingest-id", "tty", "--dataset-id", "d"], tmp_path)
+    assert code == 0, drawn
+    assert "━" in drawn and "rows/s" in drawn and "20,000 rows" in drawn and "kB" in drawn
+    assert "casdb: cells" not in drawn  # no plain lines on a terminal
+    # Not a terminal: plain lines; --quiet: nothing.
+    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(20001,
+                                                                                    20101)))
+    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
+                       "tty")
+    assert code == 0 and err.startswith("casdb: cells 100.0%, 100 rows") and "ETA" in err
+    path.write_text("cas_cell_index,cell_type\n20200,T\n")
+    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
+                       "tty", "--quiet")
+    assert code == 0 and err == ""

@@ -136,6 +136,21 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
         "cas_feature_index": _arg(st.integers(1, 10)), "cas_ingest_id": _arg(INGEST_ID),
         "original_feature_id": _arg(nonempty255), "feature_name": _arg(nonempty255),
     }), max_size=4))}),
+    "set_weekly_cell_quota": (users.set_weekly_cell_quota, {
+        "user_id": _arg(USER_ID), "cell_quota": _arg(counts)}),
+    "issue_user_token": (keys.issue_user_token, {
+        "user_id": _arg(USER_ID), "expires": _arg(st.none() | aware_times)}),
+    "authenticate_token": (keys.authenticate_token, {
+        "token": _arg(st.builds(lambda a, b: f"{a}.{b}", st.uuids(version=4), st.uuids())),
+        "now": _arg(aware_times)}),
+    "reserve_indexes": (cells.reserve_indexes, {
+        "table": _arg(st.sampled_from(["cells", "features"])), "count": _arg(st.integers(0, 50))}),
+    "advance_index_sequence": (cells.advance_index_sequence, {
+        "table": _arg(st.sampled_from(["cells", "features"])),
+        "past": _arg(st.integers(1, 10_000))}),
+    "find_existing_indexes": (cells.find_existing_indexes, {
+        "table": _arg(st.sampled_from(["cells", "features"])),
+        "ids": _arg(st.lists(st.integers(0, 12), max_size=6))}),
     "get_cell_metadata_by_ids": (cells.get_cell_metadata_by_ids, {
         "cell_ids": _arg(st.lists(st.integers(0, 12), max_size=6)),
         "columns": _arg(st.none() | st.lists(st.sampled_from(

@@ -935,3 +935,113 @@ def get_cell_metadata_by_ids(
             cursor.execute(statement, (ids[start : start + LOOKUP_CHUNK_SIZE],))
             found.extend(_cell_metadata_from_rows(names, cursor.fetchall()))
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Index sequences (cas_cell_index / cas_feature_index): for ingests that assign ids
+# --------------------------------------------------------------------------------------------
+
+_INDEXED: Final = {"cells": (cells_cellinfo, "cas_cell_index"),
+                   "features": (cells_featureinfo, "cas_feature_index")}
+_INDEX_CHUNK: Final = 50_000
+MAX_RESERVED_INDEXES: Final = 10_000_000
+"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
+
+
+def _index_column(table: object) -> tuple[Table, str]:
+    if not isinstance(table, str) or table not in _INDEXED:
+        raise InvalidInput(f"table must be 'cells' or 'features', got {table!r}"[:200])
+    return _INDEXED[table]
+
+
+def _index_sequence(table: str) -> Any:
+    target, column = _index_column(table)
+    return func.pg_get_serial_sequence(target.name, column).cast(postgresql.REGCLASS)
+
+
+def build_reserve_indexes(table: str, count: int) -> Select[Any]:
+    """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
+
+    nextval is atomic, so concurrent callers never share a value; under concurrency the
+    values may come in several runs, which are returned in order.
+    """
+    values = select(func.nextval(_index_sequence(table)).label("id")).select_from(
+        func.generate_series(1, count)
+    ).cte("reserved")
+    runs = select(
+        values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
+    ).cte("runs")
+    return (
+        select(func.min(runs.c.id), func.max(runs.c.id))
+        .group_by(runs.c.run)
+        .order_by(func.min(runs.c.id))
+    )
+
+
+def build_advance_index_sequence(table: str, past: int) -> Select[Any]:
+    """SELECT setval(sequence, past) only where the sequence is below ``past`` (never back)."""
+    sequence = _index_sequence(table)
+    return select(func.setval(sequence, past)).where(
+        func.coalesce(func.pg_sequence_last_value(sequence), 0) < past
+    )
+
+
+def build_existing_indexes(table: str) -> Select[Any]:
+    """SELECT which of the ids bound as ``:ids`` (one int[]) are in the table, ordered."""
+    target, column = _index_column(table)
+    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
+    return (
+        select(target.c[column])
+        .where(target.c[column] == func.any(ids))
+        .order_by(target.c[column])
+    )
+
+
+def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[range]:
+    """Reserve ``count`` ids from the sequence of cells_cellinfo.cas_cell_index (``table``
+    "cells") or cells_featureinfo.cas_feature_index ("features"), in one statement.
+
+    Returns the reserved ids as ranges in increasing order (one range unless concurrent
+    callers interleaved). Reserved ids stay used even if the transaction rolls back.
+    ``count`` is at most MAX_RESERVED_INDEXES. Raises InvalidInput for a bad argument,
+    DatabaseError.
+    """
+    from casdb._checks import check_int  # appended section: keep the import block as it is
+
+    _index_column(table)
+    count = check_int("count", count, minimum=0, maximum=MAX_RESERVED_INDEXES)
+    if count == 0:
+        return []
+    with translated_errors():
+        rows = connection.execute(build_reserve_indexes(table, count)).all()
+    return [range(first, last + 1) for first, last in rows]
+
+
+def advance_index_sequence(connection: Connection, *, table: str, past: int) -> None:
+    """Move the table's index sequence forward so that nextval gives more than ``past``.
+
+    Used after rows with explicit ids were written; never moves the sequence back. Returns
+    None. Raises InvalidInput for a bad argument, DatabaseError.
+    """
+    from casdb._checks import check_int
+
+    _index_column(table)
+    past = check_int("past", past, minimum=1)
+    with translated_errors():
+        connection.execute(build_advance_index_sequence(table, past)).all()
+
+
+def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[int]) -> list[int]:
+    """Return which of ``ids`` are already in the table (cells or features), ordered.
+
+    Raises InvalidInput for a bad argument, DatabaseError.
+    """
+    _index_column(table)
+    wanted = sorted(set(_check_ids(ids)))
+    statement = build_existing_indexes(table)
+    found: list[int] = []
+    with translated_errors():
+        for start in range(0, len(wanted), _INDEX_CHUNK):
+            chunk = wanted[start : start + _INDEX_CHUNK]
+            found.extend(connection.execute(statement, {"ids": chunk}).scalars())
+    return found

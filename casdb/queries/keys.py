@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any, Final
 
 import attrs
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Insert, Row, Select, Update, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -19,7 +22,8 @@ from casdb._checks import (
     translated_errors,
     values_where,
 )
-from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.errors import AlreadyExists, AuthenticationError, InvalidInput, NotFound
+from casdb.queries.users import User
 from casdb.tables import users_user, users_userkey
 
 LOCATOR_CONSTRAINT: Final = "uq_users_userkey_key_locator"
@@ -179,3 +183,106 @@ def list_user_keys(connection: Connection, *, user_id: int) -> list[UserKey]:
     with translated_errors():
         rows = connection.execute(build_list_user_keys(user_id)).all()
     return [_key_from_row(row) for row in rows]
+
+
+# --- API tokens: ``<key_locator>.<secret>``, the CAS API's opaque format -----------------
+
+_TOKEN_PATTERN: Final = re.compile(
+    r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\."
+    r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})"
+)
+_TOKEN_USER_FIELDS: Final = tuple(field.name for field in attrs.fields(User))
+
+
+@attrs.frozen
+class IssuedToken:
+    """A new key and its token ``<key_locator>.<secret>``: shown once, never stored.
+
+    ``repr`` never shows the token.
+    """
+
+    key: UserKey
+    token: str = attrs.field(repr=False)
+
+
+def build_authenticate_token(key_locator: uuid.UUID) -> Select[Any]:
+    """SELECT the key's owner (every users_user column), the key's flags and hash, in one query."""
+    return (
+        select(
+            *[users_user.c[name] for name in _TOKEN_USER_FIELDS],
+            users_userkey.c.active.label("key_active"),
+            users_userkey.c.expires.label("key_expires"),
+            users_userkey.c.key_hash,
+        )
+        .join(users_user, users_user.c.id == users_userkey.c.user_id)
+        .where(users_userkey.c.key_locator == key_locator)
+    )
+
+
+def issue_user_token(
+    connection: Connection,
+    *,
+    user_id: int,
+    expires: dt.datetime | None = None,
+    hasher: PasswordHasher | None = None,
+) -> IssuedToken:
+    """Issue an API token for a user: a new key whose secret only the caller ever sees.
+
+    The token is ``<key_locator>.<secret>``, two lowercase hyphenated uuid4 strings; only the
+    Argon2id hash of the secret is stored (argon2-cffi's PasswordHasher defaults unless
+    ``hasher`` is given, so ``PasswordHasher().verify(key_hash, secret)`` accepts it).
+    ``expires`` (aware) defaults to now + 180 days. Returns the IssuedToken.
+
+    Raises InvalidInput for a bad argument, NotFound for an unknown user, DatabaseError.
+    """
+    check_int("user_id", user_id)
+    if expires is not None:
+        optional_to_db_time("expires", expires)  # refuse a naive time before hashing
+    locator, secret = uuid.uuid4(), str(uuid.uuid4())
+    key_hash = (hasher or PasswordHasher()).hash(secret)
+    key = create_user_key(
+        connection, user_id=user_id, key_hash=key_hash, expires=expires, key_locator=locator
+    )
+    return IssuedToken(key=key, token=f"{key.key_locator}.{secret}")
+
+
+def authenticate_token(
+    connection: Connection,
+    *,
+    token: str,
+    now: dt.datetime | None = None,
+    hasher: PasswordHasher | None = None,
+) -> User:
+    """Return the active user that ``token`` (``<key_locator>.<secret>``) belongs to.
+
+    One query reads the key and its owner; the key's active flag, its expiry (against
+    ``now``, default the current time) and the user's active flag are checked before the
+    costly Argon2 verification. Raises AuthenticationError (``reason`` says why; the message
+    never holds the secret), InvalidInput for a naive ``now``, DatabaseError.
+    """
+    moment = dt.datetime.now(dt.UTC) if now is None else now
+    optional_to_db_time("now", moment)
+    match = _TOKEN_PATTERN.fullmatch(token) if isinstance(token, str) else None
+    if match is None:
+        raise AuthenticationError(
+            "the token is not <key_locator>.<secret> (two uuid4 strings)", reason="malformed"
+        )
+    locator, secret = uuid.UUID(match.group(1)), match.group(2)
+    with translated_errors():
+        row = connection.execute(build_authenticate_token(locator)).one_or_none()
+    if row is None:
+        raise AuthenticationError("no key with this locator", reason="unknown_key")
+    if not row.key_active:
+        raise AuthenticationError("the key has been deactivated", reason="inactive_key")
+    if from_db_time(row.key_expires) <= moment:
+        raise AuthenticationError("the key has expired", reason="expired_key")
+    if not row.active:
+        raise AuthenticationError("the key's user is deactivated", reason="inactive_user")
+    try:
+        (hasher or PasswordHasher()).verify(row.key_hash, secret)
+    except (VerificationError, InvalidHashError):
+        raise AuthenticationError(
+            "the token's secret does not match", reason="wrong_secret"
+        ) from None
+    values = {name: row._mapping[name] for name in _TOKEN_USER_FIELDS}
+    return User(**values | {"created_at": from_db_time(values["created_at"])})

@@ -283,3 +283,13 @@ def get_user_usage(connection: Connection, *, user_id: int) -> UserUsage:
     Raises NotFound for an unknown id, InvalidInput for a bad id.
     """
     return get_user_with_usage(connection, user_id=user_id).usage
+
+
+def set_weekly_cell_quota(connection: Connection, *, user_id: int, cell_quota: int) -> User:
+    """Set the user's weekly cell quota (users_user.cell_quota); return the updated User.
+
+    Raises NotFound for an unknown id, InvalidInput for a negative or non-integer quota.
+    """
+    values = {"cell_quota": check_int("cell_quota", cell_quota, minimum=0)}
+    check_int("user_id", user_id)
+    return _one_user(connection, build_update_user(user_id, values), f"id {user_id}")

@@ -1,0 +1,7 @@
+"""``python -m casdb``: the casdb command."""
+
+import sys
+
+from casdb.cli import main
+
+sys.exit(main())
