@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import socket
+import ssl
+import struct
 from typing import Any
 
 import sqlalchemy
@@ -53,6 +56,7 @@ KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_COUNT = 6
 
 _FRESH = "casdb_fresh"  # connection_record.info key: connected, not yet checked out
+_FATAL = "casdb_server_closed"  # set on the error made of a FATAL message read while idle
 
 _NOTHING_CONFIGURED = (
     "no database configured: set SQLALCHEMY_DATABASE_URI, or DB_HOST, DB_USER, DB_PASSWORD "
@@ -268,9 +272,27 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
         if sock is not None and not state.terminate_only:
             sock.settimeout(pool_bound)
 
+    @event.listens_for(engine, "before_cursor_execute")
+    def goodbye_first(
+        conn: Any, _cursor: Any, _statement: Any, _params: Any, _context: Any, _many: Any
+    ) -> None:
+        # A server that ends an idle session (a conflict with recovery on a standby,
+        # pg_terminate_backend, a shutdown) sends a FATAL ErrorResponse and closes. Sending
+        # the next statement then makes the kernel reset the socket, which drops that message:
+        # the caller learnt only "network error". Read it first and report the server's words.
+        fields = _pending_fatal(conn.connection.driver_connection)
+        if fields is not None:
+            error = dbapi.DatabaseError(fields)
+            setattr(error, _FATAL, True)
+            raise error
+
     @event.listens_for(engine, "handle_error")
     def network_errors_invalidate(context: ExceptionContext) -> BaseException | None:
         error = context.original_exception
+        if getattr(error, _FATAL, False):
+            context.is_disconnect = True  # the server has closed this session, not the others
+            context.invalidate_pool_on_disconnect = False
+            return None
         if not isinstance(error, OSError) or isinstance(error, dbapi.Error):
             return None
         # A socket error (reset, timeout, closed) raised raw through pg8000: the connection
@@ -323,3 +345,32 @@ def _driver_socket(dbapi_connection: Any) -> socket.socket | None:
             "this pg8000 version keeps its socket elsewhere: casdb cannot bound its waits"
         ) from None
     return sock if isinstance(sock, socket.socket) else None
+
+
+def _pending_fatal(dbapi_connection: Any) -> dict[str, str] | None:
+    """Return the fields of a FATAL ErrorResponse waiting on an idle pg8000 connection.
+
+    Reads nothing unless an ErrorResponse ("E") is waiting: any other message is left for
+    pg8000. Returns None when nothing is waiting or the connection cannot be probed (the
+    probe never raises: the statement then runs and fails, or not, as it would have).
+    """
+    try:
+        sock = _driver_socket(dbapi_connection)
+        buffered = dbapi_connection._sock  # pg8000's buffered reader/writer over ``sock``
+        if sock is None or buffered is None:
+            return None
+        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+        if not pending and not select.select([sock], [], [], 0)[0]:
+            return None
+        if buffered.peek(1)[:1] != b"E":
+            return None
+        _code, length = struct.unpack("!cI", buffered.read(5))
+        body = buffered.read(length - 4)
+    except Exception:
+        return None
+    fields = {
+        part[:1].decode("ascii", "replace"): part[1:].decode("utf-8", "replace")
+        for part in body.split(b"\x00")
+        if part
+    }
+    return fields or None

@@ -386,11 +386,15 @@ class LocalStandby(LocalServer):
         """Nothing to create: a standby serves the primary's databases."""
 
 
-def default_standby() -> LocalStandby:
-    """Return the standby of the persistent local server (not started), beside its data."""
-    primary = default_server()
+def standby_of(primary: LocalServer) -> LocalStandby:
+    """Return the standby of ``primary`` (not started): its data beside the primary's."""
     data_dir = primary.data_dir.with_name(primary.data_dir.name + REPLICA_SUFFIX)
     return LocalStandby(data_dir, primary=primary)
+
+
+def default_standby() -> LocalStandby:
+    """Return the standby of the persistent local server (not started), beside its data."""
+    return standby_of(default_server())
 
 
 @contextlib.contextmanager

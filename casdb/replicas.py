@@ -35,13 +35,13 @@ __all__ = [
 READ_ONLY_OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "users": ("get_user", "get_user_by_email", "list_users", "get_user_with_usage",
               "get_user_usage"),
-    "keys": ("get_key_for_authentication", "list_user_keys"),
+    "keys": ("get_key_for_authentication", "list_user_keys", "authenticate_token"),
     "activity": ("list_user_activity",),
     "quotas": ("cells_processed_this_week", "get_user_quota"),
     "ml_models": ("list_models", "get_model_by_name", "get_default_model",
                   "get_index_by_name", "list_indexes_for_model"),
     "cells": ("get_ingest", "list_ingests", "list_features_for_ingest", "count_cells",
-              "get_cell_metadata_by_ids"),
+              "get_cell_metadata_by_ids", "find_existing_indexes"),
 }
 
 #: Reads whose answer decides what the caller does next and so must see the caller's own
@@ -52,12 +52,14 @@ MUST_SEE_OWN_WRITES: Final[dict[str, str]] = {
     "users.get_user_by_email": "right after create_user (a sign-up that reads its user back)",
     "keys.get_key_for_authentication": "a key just issued or deactivated: a stale reader "
     "refuses a new key, or accepts a deactivated one",
+    "keys.authenticate_token": "as get_key_for_authentication",
     "quotas.get_user_quota": "quota enforcement after log_user_activity: a stale reader lets "
     "a user exceed the quota",
     "quotas.cells_processed_this_week": "as get_user_quota",
     "ml_models.get_default_model": "right after set_default_model",
     "cells.get_ingest": "right after create_ingest / insert_cells of the same ingest",
     "cells.count_cells": "checking an ingest just written",
+    "cells.find_existing_indexes": "an ingest checking its own ids: run it on the writer",
 }
 
 # Poll the reader from 0.5 ms, doubling up to 50 ms: a replica that is 1 ms behind costs

@@ -3,27 +3,31 @@ conflicts with recovery, on a real primary and streaming standby (one pair per m
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import inspect
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import sqlalchemy
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import Connection, Engine, text
 
 import casdb
 from casdb import DatabaseError, InvalidInput, ReplicaLagTimeout
+from casdb._checks import translated_errors
+from casdb.cli import main
 from casdb.config import (
     READ_CONNECTION_VARIABLES,
     config_for_url,
     config_from_env,
     reader_config_from_env,
 )
-from casdb.local import LocalServer, LocalStandby, temporary_primary_and_standby
+from casdb.local import LocalServer, LocalStandby, standby_of, temporary_primary_and_standby
 from casdb.queries import activity, cells, keys, ml_models, quotas, users
 from casdb.replicas import MUST_SEE_OWN_WRITES, READ_ONLY_OPERATIONS
 from casdb.testing import factories
@@ -233,6 +237,7 @@ ARGUMENTS: dict[str, Callable[[Sample], dict[str, Any]]] = {
     "users.get_user_usage": lambda s: {"user_id": s.user.id},
     "keys.get_key_for_authentication": lambda s: {"key_locator": s.key.key.key_locator},
     "keys.list_user_keys": lambda s: {"user_id": s.user.id},
+    "keys.authenticate_token": lambda s: {"token": s.key.token, "now": NOW},
     "activity.list_user_activity": lambda s: {"user_id": s.user.id},
     "quotas.cells_processed_this_week": lambda s: {"user_id": s.user.id, "now": NOW},
     "quotas.get_user_quota": lambda s: {"user_id": s.user.id, "now": NOW},
@@ -247,6 +252,8 @@ ARGUMENTS: dict[str, Callable[[Sample], dict[str, Any]]] = {
     "cells.count_cells": lambda s: {"cas_ingest_id": s.ingest.ingest.cas_ingest_id},
     "cells.get_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
     "cells.iter_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
+    "cells.find_existing_indexes": lambda s: {"table": "cells",
+                                              "ids": [*s.ingest.cell_ids, 2**31 - 1]},
 }
 READ_ONLY = [f"{area}.{name}" for area, names in READ_ONLY_OPERATIONS.items() for name in names]
 
@@ -288,12 +295,13 @@ def _operations(module: Any) -> set[str]:
 
 WRITES = {
     "users": {"create_user", "set_user_active", "set_admin", "opt_out_of_feedback",
-              "increase_lifetime_quota"},
-    "keys": {"create_user_key", "deactivate_user_key"},
+              "increase_lifetime_quota", "set_weekly_cell_quota"},
+    "keys": {"create_user_key", "deactivate_user_key", "issue_user_token"},
     "activity": {"log_user_activity"},
     "quotas": set(),
     "ml_models": {"create_model", "set_default_model", "create_matching_engine_index"},
-    "cells": {"create_ingest", "delete_ingest", "insert_features", "insert_cells"},
+    "cells": {"create_ingest", "delete_ingest", "insert_features", "insert_cells",
+              "reserve_indexes", "advance_index_sequence"},
 }
 
 
@@ -301,9 +309,207 @@ WRITES = {
 def test_every_operation_is_classified(area: str) -> None:
     # A new operation must be put in READ_ONLY_OPERATIONS (and tested above) or be a write.
     read_only = set(READ_ONLY_OPERATIONS[area])
-    assert _operations(MODULES[area]) - WRITES[area] <= read_only | {
-        n for n in _operations(MODULES[area]) if n.startswith(("issue_", "authenticate_"))
-    }
+    assert _operations(MODULES[area]) - WRITES[area] == read_only
     assert read_only <= _operations(MODULES[area])
     assert {f"{area}.{name}" for name in read_only} <= set(ARGUMENTS)
     assert {name for name in MUST_SEE_OWN_WRITES if name.startswith(area + ".")} <= set(READ_ONLY)
+
+
+# --- wait_for_replica ---------------------------------------------------------------------------
+
+
+def test_wait_returns_at_once_when_the_reader_is_the_writer(pair: Pair) -> None:
+    with pair.writer.connect() as w, pair.alone_reader.connect() as r:
+        factories.make_user(w)
+        w.commit()
+        assert casdb.wait_for_replica(w, r, timeout=0) == 0.0
+        # Connections that had no transaction are left without one.
+        assert not w.in_transaction() and not r.in_transaction()
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), "1", True, None])
+def test_wait_refuses_a_bad_timeout_before_any_sql(pair: Pair, timeout: Any) -> None:
+    with pair.writer.connect() as w, pair.reader.connect() as r:
+        with pytest.raises(InvalidInput, match="timeout"):
+            casdb.wait_for_replica(w, r, timeout=timeout)
+        assert not w.in_transaction() and not r.in_transaction()
+
+
+def test_wait_refuses_a_reader_inside_a_repeatable_read_snapshot(pair: Pair) -> None:
+    with pair.writer.connect() as w, pair.reader.connect() as r:
+        r = r.execution_options(isolation_level="REPEATABLE READ")
+        r.execute(text("SELECT 1"))
+        with pytest.raises(InvalidInput, match="REPEATABLE READ"):
+            casdb.wait_for_replica(w, r)
+
+
+@contextlib.contextmanager
+def _replay_paused(pair: Pair) -> Iterator[None]:
+    admin = sqlalchemy.create_engine(pair.standby.url(), poolclass=sqlalchemy.pool.NullPool)
+    with admin.connect() as connection:
+        connection.execute(text("SELECT pg_wal_replay_pause()"))
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_wal_replay_resume()"))
+            connection.commit()
+    admin.dispose()
+
+
+def test_wait_times_out_while_the_replica_lags_then_sees_the_write(pair: Pair) -> None:
+    with pair.writer.connect() as w, pair.reader.connect() as r:
+        with _replay_paused(pair):
+            user = factories.make_user(w)
+            w.commit()
+            started = time.monotonic()
+            with pytest.raises(ReplicaLagTimeout) as raised:
+                casdb.wait_for_replica(w, r, timeout=0.3)
+            assert 0.3 <= time.monotonic() - started < 2
+            error = raised.value
+            assert isinstance(error, DatabaseError) and error.retryable is True
+            assert error.target_lsn in str(error) and error.replayed_lsn is not None
+            assert not r.in_transaction()
+            with pytest.raises(casdb.NotFound):  # the lag is real
+                users.get_user(r, user_id=user.id)
+            r.rollback()
+        assert casdb.wait_for_replica(w, r, timeout=10) >= 0
+        assert users.get_user(r, user_id=user.id) == user
+
+
+def _cells(ingest_id: str, first: int, count: int) -> Iterator[cells.CellRecord]:
+    for index in range(first, first + count):
+        yield cells.CellRecord(cas_cell_index=index, cas_ingest_id=ingest_id,
+                               cell_type="T cell", original_cell_id=f"c{index}",
+                               obs_metadata_extra={"n": index}, tissue="blood")
+
+
+def test_read_your_writes_during_a_bulk_ingest(pair: Pair) -> None:
+    with pair.writer.begin() as connection:
+        ingest = cells.create_ingest(connection, cas_ingest_id="bulk-replica", dataset_id="d")
+        first = 1 + int(_scalar(connection, "SELECT coalesce(max(cas_cell_index), 0) "
+                                             "FROM cells_cellinfo"))
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def ingest_cells() -> None:
+        try:
+            for batch in range(8):
+                with pair.writer.begin() as connection:
+                    cells.insert_cells(connection, rows=_cells(
+                        ingest.cas_ingest_id, first + batch * 25_000, 25_000))
+        except BaseException as error:  # reported by the test below
+            failures.append(error)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=ingest_cells)
+    thread.start()
+    rounds, waited = 0, 0.0
+    try:
+        with pair.writer.connect() as w, pair.reader.connect() as r:
+            while not done.is_set() or rounds < 5:
+                user = factories.make_user(w)
+                w.commit()
+                waited = max(waited, casdb.wait_for_replica(w, r, timeout=30))
+                assert users.get_user_by_email(r, email=user.email) == user
+                r.rollback()
+                rounds += 1
+            casdb.wait_for_replica(w, r, timeout=30)
+            assert cells.count_cells(r, cas_ingest_id=ingest.cas_ingest_id) == 200_000
+    finally:
+        thread.join()
+    assert not failures
+    assert rounds >= 5
+
+
+# --- conflicts with recovery, a standby that goes away ----------------------------------------
+
+
+def _lock_on_primary(pair: Pair, table: str = "users_user") -> None:
+    # An ACCESS EXCLUSIVE lock is WAL-logged: the standby must take it too while replaying,
+    # and with max_standby_streaming_delay = 0 it cancels whoever holds the table at once.
+    with pair.writer.begin() as connection:
+        connection.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+
+
+def test_a_reader_killed_by_a_conflict_with_recovery_is_a_retryable_error(pair: Pair) -> None:
+    with pair.reader.connect() as r:
+        users.list_users(r)  # holds users_user (ACCESS SHARE) until the transaction ends
+        _lock_on_primary(pair)
+        with pair.writer.connect() as w, pair.reader.connect() as other:
+            casdb.wait_for_replica(w, other, timeout=10)
+        with pytest.raises(DatabaseError) as raised:
+            users.list_users(r)
+    error = raised.value
+    assert "conflict with recovery" in str(error), str(error)
+    assert "network error" not in str(error)
+    assert getattr(error, "retryable", None) is True
+    with pair.reader.connect() as r:  # the pool gives a working connection again
+        assert users.list_users(r)
+
+
+def test_a_running_query_cancelled_by_a_conflict_is_a_retryable_error(pair: Pair) -> None:
+    timer = threading.Timer(0.5, _lock_on_primary, args=(pair,))
+    with pair.reader.connect() as r:
+        timer.start()
+        try:
+            with pytest.raises(DatabaseError) as raised, translated_errors():
+                r.execute(text("SELECT pg_sleep(20), (SELECT count(*) FROM users_user)"))
+        finally:
+            timer.join()
+        r.rollback()
+    error = raised.value
+    assert "canceling statement due to conflict with recovery" in str(error), str(error)
+    assert getattr(error, "sqlstate", None) == "40001"
+    assert getattr(error, "retryable", None) is True
+
+
+def test_a_reader_whose_standby_restarts_is_a_retryable_error(pair: Pair) -> None:
+    with pair.reader.connect() as r:
+        pid = _scalar(r, "SELECT pg_backend_pid()")
+        r.rollback()
+        admin = sqlalchemy.create_engine(pair.standby.url(), poolclass=sqlalchemy.pool.NullPool)
+        with admin.connect() as connection:
+            assert _scalar_param(connection, "SELECT pg_terminate_backend(:p)", p=pid) is True
+        admin.dispose()
+        with pytest.raises(DatabaseError) as raised:
+            users.list_users(r)
+    assert getattr(raised.value, "retryable", None) is True
+    assert "terminating connection due to administrator command" in str(raised.value)
+
+
+# --- the CLI: casdb local start --replica, casdb local url --reader ---------------------------
+
+
+def test_local_start_replica_and_url_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tmp_path.chmod(0o711)
+    data_dir = str(tmp_path / "pg")
+    local = ("--data-dir", data_dir, "local")
+    try:
+        assert main([*local, "url", "--reader"]) == 1
+        assert "casdb local start" in capsys.readouterr().err
+        assert main([*local, "start", "--replica"]) == 0
+        assert "read replica started" in capsys.readouterr().out
+        assert main([*local, "url"]) == 0
+        writer_url = capsys.readouterr().out.strip()
+        assert main([*local, "url", "--reader"]) == 0
+        reader_url = capsys.readouterr().out.strip()
+        assert main([*local, "url", "--reader", "--export"]) == 0
+        assert capsys.readouterr().out.startswith("export SQLALCHEMY_READ_DATABASE_URI=")
+        assert reader_url != writer_url
+        engine = sqlalchemy.create_engine(reader_url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            assert _scalar(connection, "SELECT pg_is_in_recovery()") is True
+            assert _scalar(connection, "SELECT current_database()") == "casdb"
+        engine.dispose()
+        assert main([*local, "start", "--replica"]) == 0  # safe twice
+        assert "read replica already running" in capsys.readouterr().out
+        assert main([*local, "stop"]) == 0
+        assert "stopped the local read replica" in capsys.readouterr().out
+        assert main([*local, "url", "--reader"]) == 1
+    finally:
+        standby_of(LocalServer(Path(data_dir))).stop()
+        LocalServer(Path(data_dir)).stop()

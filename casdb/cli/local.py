@@ -9,6 +9,7 @@ import click
 from casdb.cli._app import ExitCode, State
 from casdb.cli._shared import emit_json, json_option, local_options, local_server, out, pass_state
 from casdb.errors import CasdbError
+from casdb.local import standby_of
 
 
 @click.group()
@@ -22,25 +23,39 @@ def local() -> None:
 
 
 @local.command()
+@click.option("--replica", is_flag=True,
+              help="also start a streaming read replica (a hot standby) beside it")
 @local_options
 @pass_state
-def start(state: State) -> None:
+def start(state: State, replica: bool) -> None:
     """Start the local PostgreSQL (does nothing when it runs already)."""
     server = local_server(state)
     was_running = server.running_port() is not None
     url = server.start()
     out(f"local PostgreSQL {'already running' if was_running else 'started'} at "
         f"{url.render_as_string()} (data in {server.data_dir})")
-    out('casdb uses it when no DB_* variable is set; for other tools: '
-        'eval "$(casdb local url --export)"')
+    if replica:
+        standby = standby_of(server)
+        standby_was_running = standby.running_port() is not None
+        reader = standby.start()
+        out(f"its read replica {'already running' if standby_was_running else 'started'} at "
+            f"{reader.render_as_string()} (data in {standby.data_dir})")
+        out('for a service: eval "$(casdb local url --export)"; '
+            'eval "$(casdb local url --reader --export)"')
+    else:
+        out('casdb uses it when no DB_* variable is set; for other tools: '
+            'eval "$(casdb local url --export)"')
 
 
 @local.command()
 @local_options
 @pass_state
 def stop(state: State) -> None:
-    """Stop the local PostgreSQL (its data is kept)."""
+    """Stop the local PostgreSQL and its read replica, if any (their data is kept)."""
     server = local_server(state)
+    standby = standby_of(server)
+    if standby.stop():
+        out(f"stopped the local read replica (data kept in {standby.data_dir})")
     if server.stop():
         out(f"stopped the local PostgreSQL (data kept in {server.data_dir})")
     else:
@@ -68,13 +83,21 @@ def status(state: State, as_json: bool) -> int:
 @local.command(epilog='\b\nexample:\n  eval "$(casdb local url --export)"')
 @click.option("--export", is_flag=True,
               help="print a shell line: export SQLALCHEMY_DATABASE_URI=...")
+@click.option("--reader", is_flag=True,
+              help="the read replica's URL instead (SQLALCHEMY_READ_DATABASE_URI)")
 @local_options
 @pass_state
-def url(state: State, export: bool) -> None:
+def url(state: State, export: bool, reader: bool) -> None:
     """Print its SQLALCHEMY_DATABASE_URI (exit 1 when not running)."""
     server = local_server(state)
+    variable = "SQLALCHEMY_DATABASE_URI"
+    if reader:
+        server, variable = standby_of(server), "SQLALCHEMY_READ_DATABASE_URI"
+        if server.running_port() is None:
+            raise CasdbError(f"the local read replica is not running (data in {server.data_dir})"
+                             ": start it with `casdb local start --replica`")
     if server.running_port() is None:
         raise CasdbError(f"the local PostgreSQL is not running (data in {server.data_dir}): "
                          "start it with `casdb local start`")
     text = server.url().render_as_string(hide_password=False)
-    out(f"export SQLALCHEMY_DATABASE_URI={shlex.quote(text)}" if export else text)
+    out(f"export {variable}={shlex.quote(text)}" if export else text)
