@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, inspect, select
 
 from casdb import migrate
-from casdb.errors import NotFound
+from casdb.errors import DatabaseError, NotFound
 from casdb.queries import activity, cells, keys, ml_models, quotas, users
+from casdb.replicas import wait_for_replica
 from casdb.tables import UserActivityEvent, metadata
 
 Out = Callable[[str], None]
@@ -235,12 +236,15 @@ def database_state(connection: Connection) -> str:
 
 
 def run_demo(engine: Engine, *, out: Out = print, keep: bool = False,
-             now: dt.datetime | None = None, seed: int = 7, tag: str = "") -> None:
+             now: dt.datetime | None = None, seed: int = 7, tag: str = "",
+             reader: Engine | None = None) -> None:
     """Fill sample data and run every area's operations on ``engine``, printing the results.
 
     Everything happens in one transaction, rolled back at the end unless ``keep``. ``tag``
     is appended to every unique name (emails, models, the ingest), so that the demo can run
-    again beside the rows an earlier ``keep`` left.
+    again beside the rows an earlier ``keep`` left. With a ``reader`` (a read replica, see
+    ``casdb.create_engines``) it then reads the committed rows there, after
+    ``wait_for_replica``, and shows a write on it refused.
     """
     now = now or dt.datetime.now(dt.UTC)
     rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
@@ -260,3 +264,23 @@ def run_demo(engine: Engine, *, out: Out = print, keep: bool = False,
         else:
             conn.rollback()
             out("\nrolled back: the database is as the demo found it (use --keep to keep it)")
+    if reader is not None:
+        _read_on_the_reader(engine, reader, out, tag)
+
+
+def _read_on_the_reader(writer: Engine, reader: Engine, out: Out, tag: str) -> None:
+    _section(out, "read replica")
+    with writer.connect() as w, reader.connect() as r:
+        waited = wait_for_replica(w, r, timeout=30)
+        standby = r.execute(select(func.pg_is_in_recovery())).scalar_one()
+        where = reader.url.render_as_string(hide_password=True)
+        out(f"reader {where}: " + ("a streaming standby (in recovery)" if standby else
+                                   "the writer's server (no replica configured)")
+            + f"; wait_for_replica waited {waited * 1000:.1f} ms")
+        out(f"list_users on the reader: {len(users.list_users(r))} committed users; "
+            f"list_models: {len(ml_models.list_models(r))} models")
+        try:
+            users.create_user(r, email=f"misrouted{tag}@example.org", username="misrouted")
+        except DatabaseError as error:
+            out(f"create_user on the reader is refused: {error}")
+        r.rollback()

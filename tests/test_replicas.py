@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, text
 import casdb
 from casdb import DatabaseError, InvalidInput, ReplicaLagTimeout
 from casdb._checks import translated_errors
+from casdb import demo
 from casdb.cli import main
 from casdb.config import (
     READ_CONNECTION_VARIABLES,
@@ -475,8 +476,8 @@ def test_a_reader_whose_standby_restarts_is_a_retryable_error(pair: Pair) -> Non
         admin.dispose()
         with pytest.raises(DatabaseError) as raised:
             users.list_users(r)
-    assert getattr(raised.value, "retryable", None) is True
     assert "terminating connection due to administrator command" in str(raised.value)
+    assert getattr(raised.value, "retryable", None) is True
 
 
 # --- the CLI: casdb local start --replica, casdb local url --reader ---------------------------
@@ -513,3 +514,27 @@ def test_local_start_replica_and_url_reader(
     finally:
         standby_of(LocalServer(Path(data_dir))).stop()
         LocalServer(Path(data_dir)).stop()
+
+
+# --- the demo reads from the reader when one is configured -------------------------------------
+
+
+def test_demo_reads_from_the_configured_reader(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SQLALCHEMY_READ_DATABASE_URI",
+                       pair.standby.url().render_as_string(hide_password=False))
+    writer_url = pair.primary.url().render_as_string(hide_password=False)
+    assert main(["--url", writer_url, "demo", "--yes"]) == 0
+    shown = capsys.readouterr().out
+    section = shown.split("== read replica")[1]
+    assert "a streaming standby (in recovery)" in section
+    assert "create_user on the reader is refused" in section and "read-only" in section
+
+
+def test_demo_without_a_replica_shows_the_reader_is_the_writer(pair: Pair) -> None:
+    lines: list[str] = []
+    demo.run_demo(pair.writer, out=lines.append, reader=pair.alone_reader, tag="-alone")
+    section = "\n".join(lines).split("== read replica")[1]
+    assert "the writer's server (no replica configured)" in section
+    assert "create_user on the reader is refused" in section

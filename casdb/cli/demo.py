@@ -9,8 +9,18 @@ import click
 from casdb import migrate
 from casdb.cli._app import State
 from casdb.cli._progress import MigrationBar
-from casdb.cli._shared import connect, database, database_options, describe, out, pass_state
+from casdb.cli._shared import (
+    connect,
+    database,
+    database_options,
+    describe,
+    out,
+    pass_state,
+    resolve_config,
+)
+from casdb.config import reader_config_from_env, reader_variables_set
 from casdb.demo import database_state, run_demo
+from casdb.engine import create_engine
 from casdb.errors import CasdbError
 
 
@@ -46,4 +56,11 @@ def demo(state: State, yes: bool, keep: bool) -> None:
                 migrate.upgrade(conn, "head")
         out(f"casdb demo on {target} (schema at head {migrate.head_revision()})")
         tag = "" if found == "empty" else f"-{secrets.token_hex(3)}"
-        run_demo(engine, out=out, keep=keep, tag=tag)
+        reader = None
+        if reader_variables_set():  # a read replica: the demo reads from it too
+            reader = create_engine(reader_config_from_env(resolve_config(state)), read_only=True)
+        try:
+            run_demo(engine, out=out, keep=keep, tag=tag, reader=reader)
+        finally:
+            if reader is not None:
+                reader.dispose()
