@@ -146,5 +146,8 @@ def test_offline_sql_script_covers_the_whole_chain() -> None:
     command.upgrade(config, "head", sql=True)
     script = buffer.getvalue()
     assert "CREATE TABLE public.users_user" in script
-    assert "CREATE UNIQUE INDEX uq_ml_management_model_is_default_model" in script
-    assert f"UPDATE alembic_version SET version_num='{migrate.head_revision()}'" in script
+    assert (
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_ml_management_model_is_default_model"
+        in script
+    )
+    assert f"UPDATE casdb.alembic_version SET version_num='{migrate.head_revision()}'" in script
