@@ -78,7 +78,7 @@ def create_index(
     unique: bool = False,
     where: str | None = None,
 ) -> None:
-    """Build an index (CONCURRENTLY online), first dropping an invalid leftover of a failed build."""
+    """Build an index (CONCURRENTLY online), first dropping an invalid leftover of a build."""
     concurrently = " CONCURRENTLY" if is_online() else ""
     if not is_offline() and _fetch(
         "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:name)",

@@ -51,8 +51,17 @@ LEGACY_VERSION_TABLE = "public.alembic_version"
 RECORD_ORIGINAL_HEAD = (
     "CREATE TABLE IF NOT EXISTS public.alembic_version (version_num VARCHAR(32) NOT NULL, "
     "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
-    "INSERT INTO public.alembic_version (version_num) SELECT '" + BASELINE_REVISION + "' "
+    "INSERT INTO public.alembic_version (version_num) SELECT 'cdfe110d1068' "
     "WHERE NOT EXISTS (SELECT 1 FROM public.alembic_version)",
+)
+# Statements that start casdb's version table at the baseline (a live CAS database's first
+# casdb run, online or in the offline script); idempotent.
+START_VERSION_TABLE_AT_BASELINE = (
+    "CREATE SCHEMA IF NOT EXISTS casdb",
+    "CREATE TABLE IF NOT EXISTS casdb.alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
+    "INSERT INTO casdb.alembic_version (version_num) SELECT 'cdfe110d1068' "
+    "WHERE NOT EXISTS (SELECT 1 FROM casdb.alembic_version)",
 )
 
 

@@ -51,16 +51,6 @@ def _configure(**kwargs: Any) -> None:
     context.configure(target_metadata=target_metadata, **migrate.context_options(), **kwargs)
 
 
-def _bootstrap_sql() -> list[str]:
-    schema, table = migrate.VERSION_TABLE_SCHEMA, migrate.VERSION_TABLE
-    return [
-        f"CREATE TABLE IF NOT EXISTS {schema}.{table} (version_num VARCHAR(32) NOT NULL, "
-        f"CONSTRAINT {table}_pkc PRIMARY KEY (version_num))",
-        f"INSERT INTO {schema}.{table} (version_num) SELECT '{migrate.BASELINE_REVISION}' "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {schema}.{table})",
-    ]
-
-
 def run_migrations_offline() -> None:
     """Emit SQL for review instead of running it: needs a dialect, not a server."""
     url = config.get_main_option("sqlalchemy.url") or sqlalchemy.URL.create(DRIVER)
@@ -73,18 +63,19 @@ def run_migrations_offline() -> None:
     )
     for statement in migrate.settings_sql(migrate.migration_settings()):
         context.execute(statement)
-    context.execute(f"CREATE SCHEMA IF NOT EXISTS {migrate.VERSION_TABLE_SCHEMA}")
     if context.get_starting_revision_argument() == migrate.BASELINE_REVISION:
         # A live CAS database has only public.alembic_version: start casdb's from it.
-        for statement in _bootstrap_sql():
+        for statement in migrate.START_VERSION_TABLE_AT_BASELINE:
             context.execute(statement)
+    else:
+        context.execute(migrate.START_VERSION_TABLE_AT_BASELINE[0])
     with context.begin_transaction():
         context.run_migrations()
 
 
 def _bootstrap(connection: Connection) -> None:
     """Create casdb's version table's schema; seed the table from a live CAS database's."""
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {migrate.VERSION_TABLE_SCHEMA}"))
+    connection.execute(text(migrate.START_VERSION_TABLE_AT_BASELINE[0]))
     ours = MigrationContext.configure(connection, opts=migrate.context_options())
     if ours._has_version_table():  # noqa: SLF001 - alembic's own check
         return
@@ -97,7 +88,7 @@ def _bootstrap(connection: Connection) -> None:
             f"original CAS history before its head {migrate.BASELINE_REVISION}, casdb's "
             "baseline: upgrade it to that head with the CAS history first"
         )
-    for statement in _bootstrap_sql():
+    for statement in migrate.START_VERSION_TABLE_AT_BASELINE[1:]:
         connection.execute(text(statement))
 
 
