@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -116,7 +118,7 @@ class Probe(threading.Thread):
         self.engine, self.table, self.ops = engine, table, ops
         self.stop = threading.Event()
         self.window: tuple[float, float] | None = None
-        self.samples: list[tuple[float, float]] = []  # (start, duration)
+        self.samples: list[tuple[float, float]] = []  # (wall-clock start, duration)
         self.errors: list[str] = []
 
     def run(self) -> None:
@@ -125,14 +127,14 @@ class Probe(threading.Thread):
             while not self.stop.is_set():
                 n += 1
                 op = self.ops[n % len(self.ops)]
-                start = time.perf_counter()
+                start, clock = time.time(), time.perf_counter()
                 try:
                     op(conn, n)
                 except sqlalchemy.exc.DBAPIError as error:
                     self.errors.append(str(error.orig).splitlines()[0][:160])
                     if conn.invalidated:
                         return
-                self.samples.append((start, time.perf_counter() - start))
+                self.samples.append((start, time.perf_counter() - clock))
                 time.sleep(0.005)
 
 
@@ -210,12 +212,42 @@ def _probes(engine: Engine, cells: int) -> list[Probe]:
     ]
 
 
-def _upgrade(engine: Engine, one_transaction: bool) -> None:
-    if one_transaction:
+_UPGRADE = """
+import sys, time, sqlalchemy
+from casdb import migrate
+engine = sqlalchemy.create_engine(sys.argv[1])
+print("started", time.time(), flush=True)
+try:
+    if sys.argv[2] == "one-transaction":
         with engine.begin() as conn:  # what `casdb db upgrade` did before the online path
             migrate.upgrade(conn, "head")
     else:
         migrate.upgrade(engine, "head")
+except Exception as error:
+    print("failed", time.time(), str(getattr(error, "orig", error)).splitlines()[0][:300])
+else:
+    print("finished", time.time())
+"""
+
+
+def _upgrade(url: str, one_transaction: bool) -> tuple[float, float, str | None]:
+    """Upgrade in a child process (so its Python work never delays the probe threads).
+
+    Returns its start and end (wall clock) and, when it failed, the error.
+    """
+    mode = "one-transaction" if one_transaction else "engine"
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", _UPGRADE, url, mode], capture_output=True, text=True, check=False
+    )
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+    if "started" not in lines:
+        raise SystemExit(f"the upgrade did not start:\n{result.stderr}")
+    if "finished" in lines:
+        return float(lines["started"]), float(lines["finished"]), None
+    if "failed" in lines:
+        when, error = lines["failed"].split(" ", 1)
+        return float(lines["started"]), float(when), error
+    raise SystemExit(f"the upgrade crashed:\n{result.stderr}")
 
 
 @contextlib.contextmanager
@@ -251,19 +283,21 @@ def main() -> None:
             for probe in probes:
                 probe.start()
             time.sleep(2.0)
-            started = time.perf_counter()
-            _upgrade(engine, one_transaction)
-            finished = time.perf_counter()
+            started, finished, failure = _upgrade(url, one_transaction)
             time.sleep(1.0)
             for probe in probes:
                 probe.stop.set()
             for probe in probes:
                 probe.join(timeout=60)
             with engine.connect() as conn:
-                assert migrate.current_revisions(conn) == (migrate.head_revision(),)
+                revisions = migrate.current_revisions(conn)
+            assert failure is not None or revisions == (migrate.head_revision(),), revisions
         finally:
             engine.dispose()
-    print(f"upgrade to head took {finished - started:.2f} s")
+    if failure is None:
+        print(f"upgrade to head took {finished - started:.2f} s")
+    else:
+        print(f"upgrade FAILED after {finished - started:.2f} s (rolled back): {failure}")
     print(f"{'table':36} {'longest stall':>14} {'before upgrade':>15} {'probes':>7}  errors")
     worst = 0.0
     for probe in probes:
