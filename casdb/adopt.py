@@ -4,9 +4,9 @@ Live CAS databases were built by the original 26-revision alembic history, whose
 ``cdfe110d1068`` is also casdb's baseline revision. :func:`adopt` checks such a database
 against the catalog casdb ships for that revision (:func:`casdb.catalog.baseline_snapshot`),
 reports every difference, and refuses when any difference is *blocking*; otherwise it
-records the baseline in ``alembic_version`` (when missing) and upgrades to head. It runs on
-the caller's connection, inside the caller's transaction: a refusal or a failure changes
-nothing once the caller rolls back, and a success is committed by the caller in one piece.
+records the baseline (when missing) and upgrades to head: on the caller's connection inside
+the caller's transaction (all or nothing, locks held until commit), or, given an Engine, on
+the online-safe path for a live database whose services keep running (see :func:`adopt`).
 
 Blocking differences — they could lose data, or leave a database that casdb's migrations
 (which rename and alter the baseline's objects by name) do not describe:
@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import attrs
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, func, select, table
+from sqlalchemy import Connection, Engine, func, select, table
 
 from casdb import catalog, migrate
 from casdb.errors import CasdbError
@@ -394,36 +394,60 @@ def _check_schema(actual: Snapshot, expected: Snapshot) -> list[Difference]:
     return differences
 
 
-def adopt(connection: Connection) -> AdoptReport:
-    """Check the database against the baseline, stamp it when needed, upgrade it to head.
-
-    Runs inside the caller's transaction; commit on success. Raises AdoptRefused (nothing
-    changed) for an already-adopted, unknown, empty or drifted database, and CasdbError when
-    the upgrade would not keep every row (roll back then). To try an adoption without
-    changing anything, call this in a transaction and roll it back.
-    """
+def _check_and_stamp(connection: Connection) -> tuple[str | None, list[Difference], dict[str, int]]:
     revision_before = _check_revision(connection)
     expected = catalog.baseline_snapshot()
     differences = _check_schema(catalog.snapshot(connection), expected)
-    tables = {row.name for row in catalog.tables(expected)}
-    before = _count_rows(connection, tables)
-    stamped = revision_before is None
-    if stamped:
+    rows = _count_rows(connection, {row.name for row in catalog.tables(expected)})
+    if revision_before is None:
         migrate.stamp(connection, migrate.BASELINE_REVISION)
-    migrate.upgrade(connection, "head")
-    after = _count_rows(connection, tables)
-    if after != before:
-        changed = {n: (before[n], after[n]) for n in before if before[n] != after.get(n)}
-        raise CasdbError(f"the upgrade changed row counts {changed}: not committing")
+    return revision_before, differences, rows
+
+
+def _check_head(connection: Connection) -> list[Any]:
     revisions = migrate.current_revisions(connection)
     head = migrate.head_revision()
     if revisions != (head,):
         raise CasdbError(f"after the upgrade the database is at {revisions}, not at head {head}")
-    remaining = list(migrate.schema_differences(connection))
+    return list(migrate.schema_differences(connection))
+
+
+def adopt(bind: Connection | Engine) -> AdoptReport:
+    """Check the database against the baseline, stamp it when needed, upgrade it to head.
+
+    On a **Connection** everything runs inside the caller's transaction (commit on success):
+    all or nothing, and the row counts of every table are compared before and after, but the
+    upgrade's locks are held until the caller commits (fine for a dry run or a quiet
+    database). To try an adoption without changing anything, roll that transaction back.
+
+    On an **Engine** (a live database with its services running): the check and the stamp
+    run in one transaction, then the online-safe upgrade (:func:`casdb.migrate.upgrade`),
+    which never holds a lock that blocks reads or writes for more than a moment. The
+    services keep writing meanwhile, so the row counts reported are those at the check (the
+    revision deletes no row); a failed upgrade is resumed by running adopt or
+    ``casdb db upgrade`` again.
+
+    Raises AdoptRefused (nothing changed) for an already-adopted, unknown, empty or drifted
+    database, and CasdbError when the upgrade would not keep every row (roll back then).
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as connection, connection.begin():
+            revision_before, differences, before = _check_and_stamp(connection)
+        migrate.upgrade(bind, "head")
+        with bind.connect() as connection:
+            remaining = _check_head(connection)
+    else:
+        revision_before, differences, before = _check_and_stamp(bind)
+        migrate.upgrade(bind, "head")
+        after = _count_rows(bind, before)
+        if after != before:
+            changed = {n: (before[n], after[n]) for n in before if before[n] != after.get(n)}
+            raise CasdbError(f"the upgrade changed row counts {changed}: not committing")
+        remaining = _check_head(bind)
     return AdoptReport(
         revision_before=revision_before,
-        stamped=stamped,
-        revision_after=head,
+        stamped=revision_before is None,
+        revision_after=migrate.head_revision(),
         differences=differences,
         rows=before,
         remaining=remaining,

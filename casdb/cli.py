@@ -351,12 +351,26 @@ def _default(default: Any) -> str:
 # --- db commands ---------------------------------------------------------------------
 
 
+def _stopped(exc: DBAPIError, command_name: str) -> CasdbError:
+    return CasdbError(
+        f"the migration stopped at a step the database refused: {_driver_message(exc)}; the "
+        "steps before it are committed and every step is idempotent: fix the cause and run "
+        f"`casdb db {command_name}` again to resume"
+    )
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    with _transaction(args) as (engine, conn):
-        before = migrate.current_revisions(conn)
-        with _progress_on_stderr():
-            migrate.upgrade(conn, args.revision)
-        after = migrate.current_revisions(conn)
+    # The online-safe path: migrate.upgrade(engine) commits step by step (see casdb.migrate).
+    with _database(args) as engine:
+        with _connect(engine) as conn:
+            before = migrate.current_revisions(conn)
+        try:
+            with _progress_on_stderr():
+                migrate.upgrade(engine, args.revision)
+        except DBAPIError as exc:
+            raise _stopped(exc, "upgrade") from exc
+        with _connect(engine) as conn:
+            after = migrate.current_revisions(conn)
     if before == after:
         _out(f"{_describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
@@ -365,17 +379,21 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_downgrade(args: argparse.Namespace) -> int:
-    with _transaction(args) as (engine, conn):
-        before = migrate.current_revisions(conn)
-        with _progress_on_stderr():
-            migrate.downgrade(conn, args.revision)
-        after = migrate.current_revisions(conn)
-        if before and not after and not args.yes:
-            # Raising inside the transaction rolls the downgrade back.
-            raise CasdbError(
-                "downgrading past the baseline drops every CAS table and all its rows; "
-                "nothing was changed: add --yes to do it"
-            )
+    with _database(args) as engine:
+        with _connect(engine) as conn:
+            before = migrate.current_revisions(conn)
+            if not args.yes and migrate.downgrade_drops_the_schema(conn, args.revision):
+                raise CasdbError(
+                    "downgrading past the baseline drops every CAS table and all its rows; "
+                    "nothing was changed: add --yes to do it"
+                )
+        try:
+            with _progress_on_stderr():
+                migrate.downgrade(engine, args.revision)
+        except DBAPIError as exc:
+            raise _stopped(exc, "downgrade") from exc
+        with _connect(engine) as conn:
+            after = migrate.current_revisions(conn)
     if before == after:
         _out(f"{_describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
@@ -467,7 +485,8 @@ def cmd_db_adopt(args: argparse.Namespace) -> int:
         transaction = conn.begin()
         try:
             with _progress_on_stderr():
-                report = adopt(conn)
+                # A dry run needs one transaction to roll back; a real one goes online.
+                report = adopt(conn) if args.dry_run else adopt(engine)
         except AdoptRefused as refused:
             transaction.rollback()
             if refused.differences:
@@ -500,8 +519,8 @@ def cmd_db_adopt(args: argparse.Namespace) -> int:
     else:
         _out(f"alembic_version holds the baseline {migrate.BASELINE_REVISION}")
     _out(
-        f"{'would upgrade' if dry else 'upgraded'} to head {report.revision_after}, "
-        "in the same transaction"
+        f"{'would upgrade' if dry else 'upgraded'} to head {report.revision_after}"
+        + (", in the same transaction" if dry else ", online (one short step at a time)")
     )
     kept = ", ".join(f"{table} {count}" for table, count in report.rows.items())
     _out(f"{'would keep' if dry else 'kept'} every row: {kept}")

@@ -184,6 +184,17 @@ def downgrade(bind: Engine | Connection, revision: str) -> None:
     command.downgrade(alembic_config(bind), revision)
 
 
+def downgrade_drops_the_schema(connection: Connection, revision: str) -> bool:
+    """Whether downgrading to ``revision`` would undo the baseline (drop every CAS table).
+
+    Raises alembic's CommandError for a revision that is no downgrade target from here.
+    """
+    script = ScriptDirectory.from_config(alembic_config())
+    current = current_revisions(connection)
+    steps = script.iterate_revisions(current or None, revision, select_for_downgrade=True)
+    return any(step.revision == BASELINE_REVISION for step in steps)
+
+
 def stamp(connection: Connection, revision: str) -> None:
     """Record ``revision`` as casdb's revision without running any migration.
 
