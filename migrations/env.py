@@ -93,11 +93,13 @@ def _bootstrap(connection: Connection) -> None:
 
 
 @contextlib.contextmanager
-def _session_settings(connection: Connection, *, local: bool) -> Iterator[None]:
+def _session_settings(
+    connection: Connection, settings: migrate.MigrationSettings, *, local: bool
+) -> Iterator[None]:
     """Put the migration settings in force; restore the session's own afterwards."""
     names = ("lock_timeout", "statement_timeout")
     saved = {name: connection.execute(text(f"SHOW {name}")).scalar_one() for name in names}
-    for statement in migrate.settings_sql(migrate.migration_settings()):
+    for statement in migrate.settings_sql(settings):
         connection.execute(text(statement.replace("SET ", "SET LOCAL ", 1) if local else statement))
     try:
         yield
@@ -118,17 +120,18 @@ def _sqlstate(error: DBAPIError) -> str | None:
     return str(first.get("C")) if isinstance(first, dict) else None
 
 
-def _run_in_callers_transaction(connection: Connection) -> None:
-    with _session_settings(connection, local=True):
+def _run_in_callers_transaction(
+    connection: Connection, settings: migrate.MigrationSettings
+) -> None:
+    with _session_settings(connection, settings, local=True):
         _bootstrap(connection)
         _configure(connection=connection, casdb_online=False)
         with context.begin_transaction():
             context.run_migrations()
 
 
-def _run_online(connection: Connection) -> None:
-    settings = migrate.migration_settings()
-    with _session_settings(connection, local=False):
+def _run_online(connection: Connection, settings: migrate.MigrationSettings) -> None:
+    with _session_settings(connection, settings, local=False):
         _bootstrap(connection)
         connection.commit()  # alembic must not take our queries for the caller's transaction
         _configure(connection=connection, transaction_per_migration=True, casdb_online=True)
@@ -153,10 +156,11 @@ def _run_online(connection: Connection) -> None:
 
 
 def _run(connection: Connection) -> None:
+    settings = migrate.migration_settings()  # a bad value is refused before any SQL
     if connection.in_transaction():
-        _run_in_callers_transaction(connection)
+        _run_in_callers_transaction(connection, settings)
     else:
-        _run_online(connection)
+        _run_online(connection, settings)
 
 
 def run_migrations_online() -> None:
