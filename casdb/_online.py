@@ -46,6 +46,25 @@ def autocommit() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _waiting_blocks_nobody() -> Iterator[None]:
+    """Lift lock_timeout for a statement whose lock blocks no reader or writer.
+
+    CONCURRENTLY and VALIDATE take SHARE UPDATE EXCLUSIVE, and a build waits for every older
+    transaction: waiting is harmless, while giving up at the lock timeout would throw away
+    (and retry from scratch) a build of minutes on a large table.
+    """
+    if not is_online():
+        yield
+        return
+    op.execute("SET lock_timeout = 0")
+    try:
+        yield
+    finally:
+        restore = int(op.get_context().opts.get("casdb_lock_timeout_ms", 0))
+        op.execute(f"SET lock_timeout = {restore}")
+
+
 def _fetch(query: str, **params: object) -> object:
     return op.get_bind().execute(text(query), params).scalar()
 
@@ -84,16 +103,19 @@ def create_index(
         "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(:name)",
         name=f"public.{name}",
     ):
-        op.execute(f"DROP INDEX{concurrently} IF EXISTS {name}")
-    op.execute(
-        f"CREATE {'UNIQUE ' if unique else ''}INDEX{concurrently} IF NOT EXISTS {name} "
-        f"ON {table} ({', '.join(columns)})" + (f" WHERE {where}" if where else "")
-    )
+        with _waiting_blocks_nobody():
+            op.execute(f"DROP INDEX{concurrently} IF EXISTS {name}")
+    with _waiting_blocks_nobody():
+        op.execute(
+            f"CREATE {'UNIQUE ' if unique else ''}INDEX{concurrently} IF NOT EXISTS {name} "
+            f"ON {table} ({', '.join(columns)})" + (f" WHERE {where}" if where else "")
+        )
 
 
 def drop_index(name: str) -> None:
     """Drop an index (CONCURRENTLY online) if it exists."""
-    op.execute(f"DROP INDEX{' CONCURRENTLY' if is_online() else ''} IF EXISTS {name}")
+    with _waiting_blocks_nobody():
+        op.execute(f"DROP INDEX{' CONCURRENTLY' if is_online() else ''} IF EXISTS {name}")
 
 
 def add_foreign_key(
@@ -113,7 +135,8 @@ def add_foreign_key(
             + (f" ON DELETE {ondelete}" if ondelete else "")
             + " NOT VALID"
         )
-    op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+    with _waiting_blocks_nobody():
+        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
 
 
 def drop_constraint(table: str, name: str) -> None:
@@ -128,6 +151,7 @@ def set_not_null(table: str, column: str, check_name: str) -> None:
             f"ALTER TABLE {table} ADD CONSTRAINT {check_name} "
             f"CHECK ({column} IS NOT NULL) NOT VALID"
         )
-    op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check_name}")
+    with _waiting_blocks_nobody():
+        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check_name}")
     op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL")
     drop_constraint(table, check_name)

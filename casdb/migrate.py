@@ -34,7 +34,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, text
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
 
 from casdb.errors import ConfigurationError
 from casdb.tables import metadata as casdb_metadata
@@ -207,6 +207,11 @@ def stamp(connection: Connection, revision: str) -> None:
             connection.execute(text(statement))
 
 
+def has_version_table(connection: Connection) -> bool:
+    """Whether casdb's own version table (``casdb.alembic_version``) exists."""
+    return bool(inspect(connection).has_table(VERSION_TABLE, schema=VERSION_TABLE_SCHEMA))
+
+
 def _legacy_revisions(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
@@ -219,7 +224,7 @@ def current_revisions(connection: Connection) -> tuple[str, ...]:
     """
     context = MigrationContext.configure(connection, opts=context_options())
     heads = tuple(context.get_current_heads())
-    if heads or context._has_version_table():  # noqa: SLF001 - alembic's own check
+    if heads or has_version_table(connection):
         return heads
     return _legacy_revisions(connection)
 

@@ -54,14 +54,16 @@ def _configure(**kwargs: Any) -> None:
 def run_migrations_offline() -> None:
     """Emit SQL for review instead of running it: needs a dialect, not a server."""
     url = config.get_main_option("sqlalchemy.url") or sqlalchemy.URL.create(DRIVER)
+    settings = migrate.migration_settings()
     _configure(
         url=url,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         transaction_per_migration=True,
         casdb_online=True,
+        casdb_lock_timeout_ms=settings.lock_timeout_ms,
     )
-    for statement in migrate.settings_sql(migrate.migration_settings()):
+    for statement in migrate.settings_sql(settings):
         context.execute(statement)
     if context.get_starting_revision_argument() == migrate.BASELINE_REVISION:
         # A live CAS database has only public.alembic_version: start casdb's from it.
@@ -76,8 +78,7 @@ def run_migrations_offline() -> None:
 def _bootstrap(connection: Connection) -> None:
     """Create casdb's version table's schema; seed the table from a live CAS database's."""
     connection.execute(text(migrate.START_VERSION_TABLE_AT_BASELINE[0]))
-    ours = MigrationContext.configure(connection, opts=migrate.context_options())
-    if ours._has_version_table():  # noqa: SLF001 - alembic's own check
+    if migrate.has_version_table(connection):
         return
     legacy = tuple(MigrationContext.configure(connection).get_current_heads())
     if not legacy:
@@ -134,7 +135,12 @@ def _run_online(connection: Connection, settings: migrate.MigrationSettings) -> 
     with _session_settings(connection, settings, local=False):
         _bootstrap(connection)
         connection.commit()  # alembic must not take our queries for the caller's transaction
-        _configure(connection=connection, transaction_per_migration=True, casdb_online=True)
+        _configure(
+            connection=connection,
+            transaction_per_migration=True,
+            casdb_online=True,
+            casdb_lock_timeout_ms=settings.lock_timeout_ms,
+        )
         for attempt in range(settings.lock_retries + 1):
             try:
                 with context.begin_transaction():

@@ -355,3 +355,22 @@ def test_a_bad_migration_setting_is_a_configuration_error(
     with pytest.raises(ConfigurationError, match="CASDB_MIGRATION_LOCK_TIMEOUT_MS"):
         migrate.upgrade(engine, "head")
     assert _public_objects(engine) == ([], [])
+
+
+def test_an_old_transaction_delays_an_index_build_without_failing_it(
+    make_database: Callable[..., URL], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONCURRENTLY waits for older transactions; that wait blocks nobody, so no lock_timeout."""
+    monkeypatch.setenv("CASDB_MIGRATION_LOCK_TIMEOUT_MS", "100")
+    monkeypatch.setenv("CASDB_MIGRATION_LOCK_RETRIES", "0")
+    engine = _engine(make_database())
+    migrate.upgrade(engine, migrate.BASELINE_REVISION)
+    holder = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    holder.begin()
+    holder.execute(text("SELECT txid_current()"))  # a snapshot and an xid, on no CAS table
+    threading.Timer(1.0, holder.rollback).start()
+    migrate.upgrade(engine, "head")
+    holder.close()
+    with engine.connect() as conn:
+        assert migrate.current_revisions(conn) == (migrate.head_revision(),)
+        assert conn.execute(text("SHOW lock_timeout")).scalar() == "0"  # the session's own

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import URL, Engine, text
 
 from casdb import catalog, migrate
@@ -48,8 +49,6 @@ def _assert_casdb_at_head(engine: Engine) -> None:
 
 
 def test_the_fixture_is_a_26_revision_chain_ending_at_the_original_head() -> None:
-    from alembic.script import ScriptDirectory
-
     config = Config()
     config.set_main_option("script_location", str(ORIGINAL_HISTORY))
     script = ScriptDirectory.from_config(config)
