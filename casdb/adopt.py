@@ -26,8 +26,9 @@ Harmless differences, only reported — nothing is lost and the upgrade does not
 * another server default on a non-serial column (the upgrade sets casdb's defaults);
 * another column position; other sequence parameters (type, start, increment, bounds, cache).
 
-Every row is kept: adopt counts the rows of every CAS table before and after the upgrade and
-fails (so the caller rolls back) if a count changed.
+Every row is kept: on a Connection, adopt counts the rows of every CAS table before and after
+the upgrade and fails (so the caller rolls back) if a count changed; on an Engine the services
+keep writing, so the counts are only reported (the revision deletes no row).
 """
 
 from __future__ import annotations
