@@ -4,9 +4,9 @@ Live CAS databases were built by the original 26-revision alembic history, whose
 ``cdfe110d1068`` is also casdb's baseline revision. :func:`adopt` checks such a database
 against the catalog casdb ships for that revision (:func:`casdb.catalog.baseline_snapshot`),
 reports every difference, and refuses when any difference is *blocking*; otherwise it
-records the baseline in ``alembic_version`` (when missing) and upgrades to head. It runs on
-the caller's connection, inside the caller's transaction: a refusal or a failure changes
-nothing once the caller rolls back, and a success is committed by the caller in one piece.
+records the baseline (when missing) and upgrades to head: on the caller's connection inside
+the caller's transaction (all or nothing, locks held until commit), or, given an Engine, on
+the online-safe path for a live database whose services keep running (see :func:`adopt`).
 
 Blocking differences — they could lose data, or leave a database that casdb's migrations
 (which rename and alter the baseline's objects by name) do not describe:
@@ -26,24 +26,25 @@ Harmless differences, only reported — nothing is lost and the upgrade does not
 * another server default on a non-serial column (the upgrade sets casdb's defaults);
 * another column position; other sequence parameters (type, start, increment, bounds, cache).
 
-Every row is kept: adopt counts the rows of every CAS table before and after the upgrade and
-fails (so the caller rolls back) if a count changed.
+Every row is kept: on a Connection, adopt counts the rows of every CAS table before and after
+the upgrade and fails (so the caller rolls back) if a count changed; on an Engine the services
+keep writing, so the counts are only reported (the revision deletes no row).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, func, select, table
+from sqlalchemy import Connection, Engine, func, select, table
 
 from casdb import catalog, migrate
 from casdb.errors import CasdbError
 
-Snapshot = dict[str, list[list[Any]]]
+Snapshot = catalog.Snapshot
 
 
 class AdoptRefused(CasdbError):
@@ -83,14 +84,16 @@ class AdoptReport:
 
 # --- comparing catalogs ----------------------------------------------------------------
 
+Row = TypeVar("Row", bound=tuple[Any, ...])
 
-def _by(rows: Iterable[list[Any]], key: Callable[[list[Any]], Any]) -> dict[Any, list[Any]]:
+
+def _by(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, Row]:
     return {key(row): row for row in rows}
 
 
-def _column_type(row: list[Any]) -> str:
-    _table, _column, _pos, data_type, udt_name, length, _nullable, _default = row
-    name = str(udt_name if data_type == "USER-DEFINED" else data_type)
+def _column_type(row: catalog.ColumnRow) -> str:
+    name = str(row.udt_name if row.data_type == "USER-DEFINED" else row.data_type)
+    length = row.character_maximum_length
     return f"{name}({length})" if length is not None else name
 
 
@@ -99,8 +102,8 @@ def _is_serial_default(default: Any) -> bool:
 
 
 def _compare_tables(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    want = {row[0] for row in expected.get("tables", [])}
-    have = {row[0] for row in actual.get("tables", [])}
+    want = {row.name for row in catalog.tables(expected)}
+    have = {row.name for row in catalog.tables(actual)}
     out = [Difference("table", f"{name} is missing", True) for name in sorted(want - have)]
     out += [
         Difference(
@@ -116,26 +119,30 @@ def _compare_tables(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 
 def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     # Columns of a missing or extra table are covered by the table's own line.
-    shared = {row[0] for row in expected.get("tables", [])} & {
-        row[0] for row in actual.get("tables", [])
+    shared = {row.name for row in catalog.tables(expected)} & {
+        row.name for row in catalog.tables(actual)
     }
-    want = _by((r for r in expected.get("columns", []) if r[0] in shared), lambda r: (r[0], r[1]))
-    have = _by((r for r in actual.get("columns", []) if r[0] in shared), lambda r: (r[0], r[1]))
+
+    def key(row: catalog.ColumnRow) -> tuple[str, str]:
+        return row.table_name, row.column_name
+
+    want = _by((r for r in catalog.columns(expected) if r.table_name in shared), key)
+    have = _by((r for r in catalog.columns(actual) if r.table_name in shared), key)
     out: list[Difference] = []
-    for key in sorted(want.keys() - have.keys()):
-        out.append(Difference("column", f"{key[0]}.{key[1]} is missing", True))
-    for key in sorted(have.keys() - want.keys()):
+    for k in sorted(want.keys() - have.keys()):
+        out.append(Difference("column", f"{k[0]}.{k[1]} is missing", True))
+    for k in sorted(have.keys() - want.keys()):
         out.append(
             Difference(
                 "column",
-                f"{key[0]}.{key[1]} ({_column_type(have[key])}) is not a CAS column: "
+                f"{k[0]}.{k[1]} ({_column_type(have[k])}) is not a CAS column: "
                 "casdb would not know its data",
                 True,
             )
         )
-    for key in sorted(want.keys() & have.keys()):
-        w, h = want[key], have[key]
-        name = f"{key[0]}.{key[1]}"
+    for k in sorted(want.keys() & have.keys()):
+        w, h = want[k], have[k]
+        name = f"{k[0]}.{k[1]}"
         if _column_type(w) != _column_type(h):
             out.append(
                 Difference(
@@ -144,31 +151,33 @@ def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
                     True,
                 )
             )
-        if w[6] != h[6]:
+        if w.is_nullable != h.is_nullable:
             state = {"YES": "nullable", "NO": "NOT NULL"}
             out.append(
                 Difference(
                     "column",
-                    f"{name} is {state.get(h[6], h[6])}, "
-                    f"the baseline has it {state.get(w[6], w[6])}",
+                    f"{name} is {state.get(h.is_nullable, h.is_nullable)}, "
+                    f"the baseline has it {state.get(w.is_nullable, w.is_nullable)}",
                     True,
                 )
             )
-        if w[7] != h[7]:
-            serial = _is_serial_default(w[7]) or _is_serial_default(h[7])
+        if w.column_default != h.column_default:
+            serial = _is_serial_default(w.column_default) or _is_serial_default(h.column_default)
             out.append(
                 Difference(
                     "column",
-                    f"{name} default is {h[7] or 'none'}, the baseline has {w[7] or 'none'}"
+                    f"{name} default is {h.column_default or 'none'}, "
+                    f"the baseline has {w.column_default or 'none'}"
                     + (" (a serial column must use its baseline sequence)" if serial else ""),
                     serial,
                 )
             )
-        if w[2] != h[2]:
+        if w.ordinal_position != h.ordinal_position:
             out.append(
                 Difference(
                     "column",
-                    f"{name} is at position {h[2]}, the baseline has it at {w[2]}",
+                    f"{name} is at position {h.ordinal_position}, "
+                    f"the baseline has it at {w.ordinal_position}",
                     False,
                 )
             )
@@ -176,8 +185,8 @@ def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 
 
 def _compare_enums(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    want = _by(expected.get("enums", []), lambda r: r[0])
-    have = _by(actual.get("enums", []), lambda r: r[0])
+    want = _by(catalog.enums(expected), lambda r: r.name)
+    have = _by(catalog.enums(actual), lambda r: r.name)
     out = [
         Difference("enum", f"type {name} is missing", True) for name in sorted(want - have.keys())
     ]
@@ -185,11 +194,12 @@ def _compare_enums(expected: Snapshot, actual: Snapshot) -> list[Difference]:
         Difference("enum", f"type {name} is extra", False) for name in sorted(have.keys() - want)
     ]
     for name in sorted(want.keys() & have.keys()):
-        if want[name][1] != have[name][1]:
+        if want[name].labels != have[name].labels:
             out.append(
                 Difference(
                     "enum",
-                    f"type {name} has labels {have[name][1]}, the baseline {want[name][1]}",
+                    f"type {name} has labels {have[name].labels}, "
+                    f"the baseline {want[name].labels}",
                     True,
                 )
             )
@@ -198,12 +208,12 @@ def _compare_enums(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 
 def _compare_named(
     kind: str,
-    expected_rows: list[list[Any]],
-    actual_rows: list[list[Any]],
+    expected_rows: list[Row],
+    actual_rows: list[Row],
     *,
-    key: Callable[[list[Any]], tuple[Any, ...]],
-    body: Callable[[list[Any]], str],
-    describe: Callable[[list[Any]], str],
+    key: Callable[[Row], tuple[Any, ...]],
+    body: Callable[[Row], str],
+    describe: Callable[[Row], str],
     fix: str,
 ) -> list[Difference]:
     """Compare named objects: missing/changed ones block, extra ones are harmless.
@@ -247,40 +257,42 @@ def _compare_named(
 def _compare_constraints(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     return _compare_named(
         "constraint",
-        expected.get("constraints", []),
-        actual.get("constraints", []),
-        key=lambda r: (r[0], r[1]),
-        body=lambda r: json.dumps([r[0], r[2], r[3]]),
-        describe=lambda r: f"{r[1]} on {r[0]} [{r[3]}]",
+        catalog.constraints(expected),
+        catalog.constraints(actual),
+        key=lambda r: (r.table_name, r.name),
+        body=lambda r: json.dumps([r.table_name, r.kind, r.definition]),
+        describe=lambda r: f"{r.name} on {r.table_name} [{r.definition}]",
         fix="recreate it as in the baseline",
     )
 
 
 def _compare_indexes(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     # Indexes that back a constraint are covered by the constraint's line.
-    backing = {(r[0], r[1]) for kind in (expected, actual) for r in kind.get("constraints", [])}
+    backing = {
+        (r.table_name, r.name) for snap in (expected, actual) for r in catalog.constraints(snap)
+    }
 
-    def rows(snap: Snapshot) -> list[list[Any]]:
-        return [r for r in snap.get("indexes", []) if (r[0], r[1]) not in backing]
+    def rows(snap: Snapshot) -> list[catalog.IndexRow]:
+        return [r for r in catalog.indexes(snap) if (r.table_name, r.name) not in backing]
 
-    def body(row: list[Any]) -> str:
-        table, name, definition = row
-        return json.dumps([table, str(definition).replace(f" {name} ON ", " ? ON ", 1)])
+    def body(row: catalog.IndexRow) -> str:
+        anonymous = str(row.definition).replace(f" {row.name} ON ", " ? ON ", 1)
+        return json.dumps([row.table_name, anonymous])
 
     return _compare_named(
         "index",
         rows(expected),
         rows(actual),
-        key=lambda r: (r[0], r[1]),
+        key=lambda r: (r.table_name, r.name),
         body=body,
-        describe=lambda r: f"{r[1]} on {r[0]}",
+        describe=lambda r: f"{r.name} on {r.table_name}",
         fix="casdb's migrations build on it: recreate it as in the baseline",
     )
 
 
 def _compare_sequences(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    want = _by(expected.get("sequences", []), lambda r: r[0])
-    have = _by(actual.get("sequences", []), lambda r: r[0])
+    want = _by(catalog.sequences(expected), lambda r: r.name)
+    have = _by(catalog.sequences(actual), lambda r: r.name)
     out = [
         Difference("sequence", f"{name} is missing", True) for name in sorted(want - have.keys())
     ]
@@ -289,20 +301,21 @@ def _compare_sequences(expected: Snapshot, actual: Snapshot) -> list[Difference]
     ]
     for name in sorted(want.keys() & have.keys()):
         w, h = want[name], have[name]
-        if w[7:] != h[7:]:
+        if (w.owned_by_table, w.owned_by_column) != (h.owned_by_table, h.owned_by_column):
             out.append(
                 Difference(
                     "sequence",
-                    f"{name} is owned by {h[7]}.{h[8]}, the baseline's by {w[7]}.{w[8]}",
+                    f"{name} is owned by {h.owned_by_table}.{h.owned_by_column}, "
+                    f"the baseline's by {w.owned_by_table}.{w.owned_by_column}",
                     True,
                 )
             )
-        if w[1:7] != h[1:7]:
+        if w.parameters != h.parameters:
             out.append(
                 Difference(
                     "sequence",
-                    f"{name} has parameters {h[1:7]} (type, start, increment, min, max, "
-                    f"cache), the baseline {w[1:7]}",
+                    f"{name} has parameters {list(h.parameters)} (type, start, increment, min, "
+                    f"max, cache), the baseline {list(w.parameters)}",
                     False,
                 )
             )
@@ -358,8 +371,8 @@ def _check_revision(connection: Connection) -> str | None:
 
 
 def _check_schema(actual: Snapshot, expected: Snapshot) -> list[Difference]:
-    cas_tables = {row[0] for row in expected["tables"]}
-    present = {row[0] for row in actual.get("tables", [])}
+    cas_tables = {row.name for row in catalog.tables(expected)}
+    present = {row.name for row in catalog.tables(actual)}
     if not present:
         raise AdoptRefused(
             "the database has no tables: nothing to adopt; create casdb's schema with "
@@ -382,36 +395,60 @@ def _check_schema(actual: Snapshot, expected: Snapshot) -> list[Difference]:
     return differences
 
 
-def adopt(connection: Connection) -> AdoptReport:
-    """Check the database against the baseline, stamp it when needed, upgrade it to head.
-
-    Runs inside the caller's transaction; commit on success. Raises AdoptRefused (nothing
-    changed) for an already-adopted, unknown, empty or drifted database, and CasdbError when
-    the upgrade would not keep every row (roll back then). To try an adoption without
-    changing anything, call this in a transaction and roll it back.
-    """
+def _check_and_stamp(connection: Connection) -> tuple[str | None, list[Difference], dict[str, int]]:
     revision_before = _check_revision(connection)
     expected = catalog.baseline_snapshot()
     differences = _check_schema(catalog.snapshot(connection), expected)
-    tables = {row[0] for row in expected["tables"]}
-    before = _count_rows(connection, tables)
-    stamped = revision_before is None
-    if stamped:
+    rows = _count_rows(connection, {row.name for row in catalog.tables(expected)})
+    if revision_before is None:
         migrate.stamp(connection, migrate.BASELINE_REVISION)
-    migrate.upgrade(connection, "head")
-    after = _count_rows(connection, tables)
-    if after != before:
-        changed = {n: (before[n], after[n]) for n in before if before[n] != after.get(n)}
-        raise CasdbError(f"the upgrade changed row counts {changed}: not committing")
+    return revision_before, differences, rows
+
+
+def _check_head(connection: Connection) -> list[Any]:
     revisions = migrate.current_revisions(connection)
     head = migrate.head_revision()
     if revisions != (head,):
         raise CasdbError(f"after the upgrade the database is at {revisions}, not at head {head}")
-    remaining = list(migrate.schema_differences(connection))
+    return list(migrate.schema_differences(connection))
+
+
+def adopt(bind: Connection | Engine) -> AdoptReport:
+    """Check the database against the baseline, stamp it when needed, upgrade it to head.
+
+    On a **Connection** everything runs inside the caller's transaction (commit on success):
+    all or nothing, and the row counts of every table are compared before and after, but the
+    upgrade's locks are held until the caller commits (fine for a dry run or a quiet
+    database). To try an adoption without changing anything, roll that transaction back.
+
+    On an **Engine** (a live database with its services running): the check and the stamp
+    run in one transaction, then the online-safe upgrade (:func:`casdb.migrate.upgrade`),
+    which never holds a lock that blocks reads or writes for more than a moment. The
+    services keep writing meanwhile, so the row counts reported are those at the check (the
+    revision deletes no row); a failed upgrade is resumed by running adopt or
+    ``casdb db upgrade`` again.
+
+    Raises AdoptRefused (nothing changed) for an already-adopted, unknown, empty or drifted
+    database, and CasdbError when the upgrade would not keep every row (roll back then).
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as connection, connection.begin():
+            revision_before, differences, before = _check_and_stamp(connection)
+        migrate.upgrade(bind, "head")
+        with bind.connect() as connection:
+            remaining = _check_head(connection)
+    else:
+        revision_before, differences, before = _check_and_stamp(bind)
+        migrate.upgrade(bind, "head")
+        after = _count_rows(bind, before)
+        if after != before:
+            changed = {n: (before[n], after[n]) for n in before if before[n] != after.get(n)}
+            raise CasdbError(f"the upgrade changed row counts {changed}: not committing")
+        remaining = _check_head(bind)
     return AdoptReport(
         revision_before=revision_before,
-        stamped=stamped,
-        revision_after=head,
+        stamped=revision_before is None,
+        revision_after=migrate.head_revision(),
         differences=differences,
         rows=before,
         remaining=remaining,

@@ -8,9 +8,103 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, text
+
+Snapshot = dict[str, list[list[Any]]]
+
+
+class TableRow(NamedTuple):
+    """A row of a snapshot's ``tables``."""
+
+    name: str
+
+
+class ColumnRow(NamedTuple):
+    """A row of a snapshot's ``columns`` (information_schema.columns)."""
+
+    table_name: str
+    column_name: str
+    ordinal_position: int
+    data_type: str
+    udt_name: str
+    character_maximum_length: int | None
+    is_nullable: str  # "YES" / "NO"
+    column_default: str | None
+
+
+class ConstraintRow(NamedTuple):
+    """A row of a snapshot's ``constraints``."""
+
+    table_name: str
+    name: str
+    kind: str  # pg_constraint.contype: p, u, f, c, ...
+    definition: str
+
+
+class IndexRow(NamedTuple):
+    """A row of a snapshot's ``indexes`` (pg_indexes)."""
+
+    table_name: str
+    name: str
+    definition: str
+
+
+class SequenceRow(NamedTuple):
+    """A row of a snapshot's ``sequences``, with the column that owns the sequence."""
+
+    name: str
+    data_type: str
+    start_value: int
+    increment_by: int
+    min_value: int
+    max_value: int
+    cache_size: int
+    owned_by_table: str | None
+    owned_by_column: str | None
+
+    @property
+    def parameters(self) -> tuple[Any, ...]:
+        """Type, start, increment, min, max, cache."""
+        return tuple(self[1:7])
+
+
+class EnumRow(NamedTuple):
+    """A row of a snapshot's ``enums``."""
+
+    name: str
+    labels: list[str]
+
+
+def tables(snap: Snapshot) -> list[TableRow]:
+    """The snapshot's tables, typed."""
+    return [TableRow(*row) for row in snap.get("tables", [])]
+
+
+def columns(snap: Snapshot) -> list[ColumnRow]:
+    """The snapshot's columns, typed."""
+    return [ColumnRow(*row) for row in snap.get("columns", [])]
+
+
+def constraints(snap: Snapshot) -> list[ConstraintRow]:
+    """The snapshot's constraints, typed."""
+    return [ConstraintRow(*row) for row in snap.get("constraints", [])]
+
+
+def indexes(snap: Snapshot) -> list[IndexRow]:
+    """The snapshot's indexes, typed."""
+    return [IndexRow(*row) for row in snap.get("indexes", [])]
+
+
+def sequences(snap: Snapshot) -> list[SequenceRow]:
+    """The snapshot's sequences, typed."""
+    return [SequenceRow(*row) for row in snap.get("sequences", [])]
+
+
+def enums(snap: Snapshot) -> list[EnumRow]:
+    """The snapshot's enum types, typed."""
+    return [EnumRow(*row) for row in snap.get("enums", [])]
 
 _QUERIES = {
     "columns": """
@@ -63,19 +157,20 @@ _QUERIES = {
 }
 
 
-def snapshot(connection: Connection) -> dict[str, list[list[Any]]]:
+def snapshot(connection: Connection) -> Snapshot:
     """Return the public schema's tables, columns, constraints, indexes, sequences and enums.
 
-    Every value is JSON-compatible, so a snapshot can be stored and compared later.
+    Every value is JSON-compatible, so a snapshot can be stored and compared later; the
+    typed accessors (:func:`columns`, :func:`sequences`, ...) name the fields of its rows.
     """
-    result: dict[str, list[list[Any]]] = {}
+    result: Snapshot = {}
     for name, query in _QUERIES.items():
         rows = connection.execute(text(query)).all()
         result[name] = [json.loads(json.dumps(list(row), default=str)) for row in rows]
     return result
 
 
-def dumps(snap: dict[str, list[list[Any]]]) -> str:
+def dumps(snap: Snapshot) -> str:
     """Serialise a snapshot as JSON, one catalog row a line (readable diffs)."""
     parts = []
     for kind, rows in snap.items():
@@ -84,16 +179,14 @@ def dumps(snap: dict[str, list[list[Any]]]) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def baseline_snapshot() -> dict[str, list[list[Any]]]:
+def baseline_snapshot() -> Snapshot:
     """Return the stored snapshot of a database at the baseline revision (a live CAS schema)."""
     raw = resources.files("casdb").joinpath("baseline_catalog.json").read_text()
-    loaded: dict[str, list[list[Any]]] = json.loads(raw)
+    loaded: Snapshot = json.loads(raw)
     return loaded
 
 
-def differences(
-    expected: dict[str, list[list[Any]]], actual: dict[str, list[list[Any]]]
-) -> list[str]:
+def differences(expected: Snapshot, actual: Snapshot) -> list[str]:
     """Return one human line per catalog entry present on one side only."""
     lines: list[str] = []
     for kind in sorted(set(expected) | set(actual)):

@@ -373,3 +373,28 @@ def test_compare_marks_only_extras_and_cosmetics_harmless() -> None:
     assert [d.message for d in blocking] == [
         "users_user.email is character varying(100), the baseline has character varying(255)"
     ]
+
+
+def test_adopt_on_an_engine_takes_the_online_path_keeping_every_row(live: str) -> None:
+    _insert_live_rows(live)
+    before = _rows(live)
+    engine = _engine(live)
+    report = adopt(engine)
+    engine.dispose()
+    assert report.revision_before == BASELINE and not report.stamped
+    assert report.revision_after == HEAD and report.remaining == []
+    assert report.rows["cells_cellinfo"] == 3
+    after = _rows(live)
+    assert after["cells_cellinfo"] == before["cells_cellinfo"]
+    assert after["users_user"] == before["users_user"]
+    assert _state(live)[1] == (HEAD,)
+
+
+def test_adopt_on_an_engine_refuses_a_drifted_database_changing_nothing(live: str) -> None:
+    execute_sql(live, "ALTER TABLE users_user DROP COLUMN username")
+    state = _state(live)
+    engine = _engine(live)
+    with pytest.raises(AdoptRefused):
+        adopt(engine)
+    engine.dispose()
+    assert _state(live) == state

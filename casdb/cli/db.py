@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import click
 from alembic.script import ScriptDirectory
 
 from casdb import migrate
+from casdb._checks import translated_errors
 from casdb.adopt import AdoptRefused, adopt
 from casdb.cli._app import ExitCode, State, UsageError
 from casdb.cli._progress import MigrationBar
@@ -20,9 +22,8 @@ from casdb.cli._shared import (
     json_option,
     out,
     pass_state,
-    transaction,
 )
-from casdb.errors import CasdbError
+from casdb.errors import CasdbError, DatabaseError
 
 BASELINE = migrate.BASELINE_REVISION
 
@@ -63,18 +64,37 @@ quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress on 
 @database_options
 @pass_state
 def upgrade(state: State, revision: str, quiet: bool) -> None:
-    """Migrate the database up to REV (default: head, or +N), with a progress bar."""
-    with transaction(state) as (engine, conn):
-        before = migrate.current_revisions(conn)
+    """Migrate the database up to REV (default: head, or +N), with a progress bar.
+
+    Online: each step commits on its own, under a short lock_timeout with retries; a step the
+    database refuses stops the run, and running the command again resumes from there.
+    """
+    with database(state) as engine:
+        with connect(engine) as conn:
+            before = migrate.current_revisions(conn)
         bar = MigrationBar(quiet=quiet, total=migrate.steps_between(before, revision))
-        with bar.shown():
-            # MERGE(migrations): migrate.upgrade(engine, revision), the online-safe path.
-            migrate.upgrade(conn, revision)
-        after = migrate.current_revisions(conn)
+        with bar.shown(), _resumable("upgrade"):
+            migrate.upgrade(engine, revision)
+        with connect(engine) as conn:
+            after = migrate.current_revisions(conn)
     if before == after:
         out(f"{describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
         out(f"upgraded {describe(engine)}: {_revisions_text(before)} -> {_revisions_text(after)}")
+
+
+@contextlib.contextmanager
+def _resumable(command_name: str) -> Iterator[None]:
+    """A step the database refused: say that the steps before it stay and a re-run resumes."""
+    try:
+        with translated_errors():
+            yield
+    except DatabaseError as error:
+        raise CasdbError(
+            f"the migration stopped at a step the database refused: {error}; the steps "
+            "before it are committed and every step is idempotent: fix the cause and run "
+            f"`casdb db {command_name}` again to resume"
+        ) from error
 
 
 @db.command(context_settings={"ignore_unknown_options": True},  # REV may be -N
@@ -91,21 +111,21 @@ def downgrade(state: State, revision: str, yes: bool, quiet: bool) -> None:
     Going below the baseline drops every CAS table with its rows: it needs --yes, and
     without it nothing is done at all.
     """
-    refusal = ("downgrading to {} drops every CAS table and all its rows; nothing was "
-               "changed: add --yes to do it")
-    with transaction(state) as (engine, conn):
-        before = migrate.current_revisions(conn)
-        if not yes and migrate.downgrade_drops_everything(before, revision):
-            raise CasdbError(refusal.format(revision))
+    with database(state) as engine:
+        with connect(engine) as conn:
+            before = migrate.current_revisions(conn)
+            if not yes and migrate.downgrade_drops_the_schema(conn, revision):
+                raise CasdbError(
+                    f"downgrading to {revision} drops every CAS table and all its rows; nothing "
+                    "was changed: add --yes to do it"
+                )
         bar = MigrationBar(
             quiet=quiet, total=migrate.steps_between(before, revision, downgrade=True)
         )
-        with bar.shown():
-            # MERGE(migrations): migrate.downgrade(engine, revision).
-            migrate.downgrade(conn, revision)
-        after = migrate.current_revisions(conn)
-        if before and not after and not yes:
-            raise CasdbError(refusal.format(revision))  # rolled back with the transaction
+        with bar.shown(), _resumable("downgrade"):
+            migrate.downgrade(engine, revision)
+        with connect(engine) as conn:
+            after = migrate.current_revisions(conn)
     if before == after:
         out(f"{describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
@@ -232,28 +252,24 @@ def adopt_command(state: State, dry_run: bool, quiet: bool) -> None:
 
     Compares its schema with the live CAS schema and reports every difference; refuses,
     changing nothing, when a difference could lose data; otherwise stamps the baseline if
-    needed and upgrades to head in one transaction, keeping every row.
+    needed and upgrades to head online (one short step at a time), keeping every row.
     """
-    with database(state) as engine, connect(engine) as conn:
+    with database(state) as engine:
         target = describe(engine)
-        transaction_ = conn.begin()
         try:
             with MigrationBar(quiet=quiet, total=None).shown():
-                report = adopt(conn)
+                if dry_run:  # one transaction, rolled back
+                    with connect(engine) as conn, conn.begin() as transaction_:
+                        report = adopt(conn)
+                        transaction_.rollback()
+                else:  # check and stamp in one transaction, then the online upgrade
+                    report = adopt(engine)
         except AdoptRefused as refused:
-            transaction_.rollback()
             if refused.differences:
                 out(f"{target} differs from the live CAS schema ({BASELINE}):")
                 for difference in refused.differences:
                     out(f"  {difference}")
             raise
-        except BaseException:
-            transaction_.rollback()
-            raise
-        if dry_run:
-            transaction_.rollback()
-        else:
-            transaction_.commit()
     if report.differences:
         out(f"{target} matches the live CAS schema but for {len(report.differences)} "
             "harmless difference(s):")
@@ -266,8 +282,8 @@ def adopt_command(state: State, dry_run: bool, quiet: bool) -> None:
             "(alembic_version was missing)")
     else:
         out(f"alembic_version holds the baseline {BASELINE}")
-    out(f"{'would upgrade' if dry_run else 'upgraded'} to head {report.revision_after}, "
-        "in the same transaction")
+    out(f"{'would upgrade' if dry_run else 'upgraded'} to head {report.revision_after}"
+        + (", in the same transaction" if dry_run else ", online (one short step at a time)"))
     kept = ", ".join(f"{table} {count}" for table, count in report.rows.items())
     out(f"{'would keep' if dry_run else 'kept'} every row: {kept}")
     if report.remaining:

@@ -49,11 +49,10 @@ def demo(state: State, yes: bool, keep: bool) -> None:
                 "an empty database; add --yes to run it there anyway (it migrates to head and "
                 "rolls its own rows back unless --keep)"
             )
-        with connect(engine) as conn, conn.begin():
+        with connect(engine) as conn:
             before = migrate.current_revisions(conn)
-            with MigrationBar(quiet=False, total=migrate.steps_between(before, "head")).shown():
-                # MERGE(migrations): migrate.upgrade(engine, "head").
-                migrate.upgrade(conn, "head")
+        with MigrationBar(quiet=False, total=migrate.steps_between(before, "head")).shown():
+            migrate.upgrade(engine, "head")
         out(f"casdb demo on {target} (schema at head {migrate.head_revision()})")
         tag = "" if found == "empty" else f"-{secrets.token_hex(3)}"
         reader = None

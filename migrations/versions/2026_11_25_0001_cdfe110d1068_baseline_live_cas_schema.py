@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from casdb import migrate
+
 revision = "cdfe110d1068"
 down_revision = None
 branch_labels = None
@@ -383,9 +385,14 @@ STATEMENTS = (
 def upgrade() -> None:
     for statement in STATEMENTS:
         op.execute(statement)
+    # The original CAS services look for their head here (casdb's own revision is recorded in
+    # casdb.alembic_version): their `alembic upgrade head` finds nothing to do.
+    for statement in migrate.RECORD_ORIGINAL_HEAD:
+        op.execute(statement)
 
 
 def downgrade() -> None:
     for table in TABLES:
         op.execute(f"DROP TABLE public.{table}")
     op.execute("DROP TYPE public.useractivityevent")
+    op.execute("DROP TABLE IF EXISTS public.alembic_version")

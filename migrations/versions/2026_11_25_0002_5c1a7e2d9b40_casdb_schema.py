@@ -10,6 +10,12 @@ Moves the live CAS schema (baseline ``cdfe110d1068``) to the schema of ``casdb.t
 * the indexes live databases lack, and a partial unique index that lets at most one model be
   the default. Where a live database has several defaults, the newest (highest id) stays.
 
+Online-safe (casdb._online): on a live database every step is one short statement in an
+autocommit block, under casdb's lock_timeout; the foreign keys are added NOT VALID and then
+validated (a scan that blocks neither reads nor writes) before the legacy ones are dropped;
+the indexes are built CONCURRENTLY. Every step is idempotent, so a run that stopped part way
+is simply run again. Inside a caller's transaction the same steps run there, atomically.
+
 Revision ID: 5c1a7e2d9b40
 Revises: cdfe110d1068
 Create Date: 2026-11-25
@@ -17,8 +23,9 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from casdb import _online
 
 revision = "5c1a7e2d9b40"
 down_revision = "cdfe110d1068"
@@ -127,51 +134,74 @@ NEW_INDEXES = (  # name, table, columns
 )
 
 
-def upgrade() -> None:
-    for old, new in SEQUENCES:
-        op.execute(f"ALTER SEQUENCE {old} RENAME TO {new}")
-    for table, old, new in CONSTRAINTS:
-        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new}")
-    for table, column, referred, referred_column, old, new in FOREIGN_KEYS:
-        op.drop_constraint(old, table, type_="foreignkey")
-        op.create_foreign_key(
-            new, table, referred, [column], [referred_column], ondelete="CASCADE"
-        )
-    op.execute("ALTER INDEX ix_user_activity_user_id RENAME TO ix_users_useractivity_user_id")
-    op.alter_column("cells_featureinfo", "id", existing_type=sa.Integer(), nullable=True)
+NOT_NULL_CHECK = "ck_cells_featureinfo_id_not_null"  # downgrade only, dropped again
+
+
+def _defaults_by_table() -> dict[str, list[tuple[str, str]]]:
+    tables: dict[str, list[tuple[str, str]]] = {}
     for table, column, default in SERVER_DEFAULTS:
-        op.alter_column(table, column, server_default=sa.text(default))
-    for name, table, columns in NEW_INDEXES:
-        op.create_index(name, table, columns)
-    # Live databases may hold several defaults; keep the newest so the unique index can exist.
-    op.execute(
-        "UPDATE ml_management_model SET is_default_model = false "
-        "WHERE is_default_model AND id <> "
-        "(SELECT max(id) FROM ml_management_model WHERE is_default_model)"
-    )
-    op.create_index(
-        "uq_ml_management_model_is_default_model",
-        "ml_management_model",
-        ["is_default_model"],
-        unique=True,
-        postgresql_where=sa.text("is_default_model"),
-    )
+        tables.setdefault(table, []).append((column, default))
+    return tables
+
+
+def upgrade() -> None:
+    with _online.autocommit():
+        for old, new in SEQUENCES:
+            op.execute(f"ALTER SEQUENCE IF EXISTS {old} RENAME TO {new}")
+        for table, old, new in CONSTRAINTS:
+            _online.rename_constraint(table, old, new)
+        for table, column, referred, referred_column, old, new in FOREIGN_KEYS:
+            _online.add_foreign_key(
+                table, new, column, referred, referred_column, ondelete="CASCADE"
+            )
+            _online.drop_constraint(table, old)
+        op.execute(
+            "ALTER INDEX IF EXISTS ix_user_activity_user_id RENAME TO ix_users_useractivity_user_id"
+        )
+        op.execute("ALTER TABLE cells_featureinfo ALTER COLUMN id DROP NOT NULL")
+        for table, defaults in _defaults_by_table().items():
+            op.execute(
+                f"ALTER TABLE {table} "
+                + ", ".join(f"ALTER COLUMN {column} SET DEFAULT {d}" for column, d in defaults)
+            )
+        for name, table, columns in NEW_INDEXES:
+            _online.create_index(name, table, columns)
+        # Live databases may hold several defaults; keep the newest so the unique index can
+        # exist. A default set concurrently makes the build fail: run the upgrade again.
+        op.execute(
+            "UPDATE ml_management_model SET is_default_model = false "
+            "WHERE is_default_model AND id <> "
+            "(SELECT max(id) FROM ml_management_model WHERE is_default_model)"
+        )
+        _online.create_index(
+            "uq_ml_management_model_is_default_model",
+            "ml_management_model",
+            ["is_default_model"],
+            unique=True,
+            where="is_default_model",
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("uq_ml_management_model_is_default_model", "ml_management_model")
-    for name, table, _columns in reversed(NEW_INDEXES):
-        op.drop_index(name, table)
-    for table, column, _default in reversed(SERVER_DEFAULTS):
-        op.alter_column(table, column, server_default=None)
-    # Rows written since the upgrade may have no legacy id; give them one so NOT NULL holds.
-    op.execute("UPDATE cells_featureinfo SET id = cas_feature_index WHERE id IS NULL")
-    op.alter_column("cells_featureinfo", "id", existing_type=sa.Integer(), nullable=False)
-    op.execute("ALTER INDEX ix_users_useractivity_user_id RENAME TO ix_user_activity_user_id")
-    for table, column, referred, referred_column, old, new in reversed(FOREIGN_KEYS):
-        op.drop_constraint(new, table, type_="foreignkey")
-        op.create_foreign_key(old, table, referred, [column], [referred_column])
-    for table, old, new in reversed(CONSTRAINTS):
-        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {new} TO {old}")
-    for old, new in reversed(SEQUENCES):
-        op.execute(f"ALTER SEQUENCE {new} RENAME TO {old}")
+    with _online.autocommit():
+        _online.drop_index("uq_ml_management_model_is_default_model")
+        for name, _table, _columns in reversed(NEW_INDEXES):
+            _online.drop_index(name)
+        for table, defaults in reversed(_defaults_by_table().items()):
+            op.execute(
+                f"ALTER TABLE {table} "
+                + ", ".join(f"ALTER COLUMN {column} DROP DEFAULT" for column, _ in defaults)
+            )
+        # Rows written since the upgrade may have no legacy id; give them one so NOT NULL holds.
+        op.execute("UPDATE cells_featureinfo SET id = cas_feature_index WHERE id IS NULL")
+        _online.set_not_null("cells_featureinfo", "id", NOT_NULL_CHECK)
+        op.execute(
+            "ALTER INDEX IF EXISTS ix_users_useractivity_user_id RENAME TO ix_user_activity_user_id"
+        )
+        for table, column, referred, referred_column, old, new in reversed(FOREIGN_KEYS):
+            _online.add_foreign_key(table, old, column, referred, referred_column)
+            _online.drop_constraint(table, new)
+        for table, old, new in reversed(CONSTRAINTS):
+            _online.rename_constraint(table, new, old)
+        for old, new in reversed(SEQUENCES):
+            op.execute(f"ALTER SEQUENCE IF EXISTS {new} RENAME TO {old}")
