@@ -15,12 +15,13 @@ from typing import Any
 import attrs
 import pytest
 import sqlalchemy
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
 import casdb
-from casdb import DatabaseError, InvalidInput, ReplicaLagTimeout
+from casdb import DatabaseError, InvalidInput, ReplicaLagTimeout, demo
 from casdb._checks import translated_errors
-from casdb import demo
 from casdb.cli import main
 from casdb.config import (
     READ_CONNECTION_VARIABLES,
@@ -70,6 +71,20 @@ def test_reader_host_shares_the_writers_login_and_settings() -> None:
     assert reader.url.password == TCP["DB_PASSWORD"]
     assert reader.pool_size == 7 and reader.mode == "tcp"
     assert TCP["DB_PASSWORD"] not in repr(reader)
+
+
+@given(password=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+                        min_size=1, max_size=40))
+def test_the_reader_logs_in_with_any_password_of_the_writer(password: str) -> None:
+    env = {**TCP, "DB_PASSWORD": password, "DB_READ_HOST": "replica.internal"}
+    writer = config_from_env(env)
+    reader = reader_config_from_env(writer, env)
+    assert reader is not None and writer is not None
+    assert reader.url.password == password == writer.url.password
+    rendered = reader.url.render_as_string(hide_password=False)
+    assert sqlalchemy.make_url(rendered).password == password  # survives URL quoting
+    if len(password) > 3:
+        assert password not in repr(reader)
 
 
 def test_reader_host_default_port_and_socket_writer() -> None:
@@ -178,6 +193,25 @@ def test_the_reader_is_the_standby_and_reads_only(pair: Pair) -> None:
         assert _scalar(w, "SHOW default_transaction_read_only") == "off"
         for connection in (r, a):
             assert _scalar(connection, "SHOW default_transaction_read_only") == "on"
+
+
+def test_the_read_only_option_keeps_the_server_side_timeouts(pair: Pair) -> None:
+    writer, reader = casdb.create_engines(
+        config_for_url(pair.primary.url(), statement_timeout_ms=1234, lock_timeout_ms=567),
+        reader_config=config_for_url(pair.standby.url(), statement_timeout_ms=4321),
+    )
+    _, alone = casdb.create_engines(config_for_url(pair.primary.url(), lock_timeout_ms=567))
+    try:
+        with writer.connect() as w, reader.connect() as r, alone.connect() as a:
+            assert [_scalar(w, f"SHOW {n}") for n in ("statement_timeout", "lock_timeout",
+                    "default_transaction_read_only")] == ["1234ms", "567ms", "off"]
+            assert [_scalar(r, f"SHOW {n}") for n in ("statement_timeout",
+                    "default_transaction_read_only")] == ["4321ms", "on"]
+            assert [_scalar(a, f"SHOW {n}") for n in ("lock_timeout",
+                    "default_transaction_read_only")] == ["567ms", "on"]
+    finally:
+        for engine in (writer, reader, alone):
+            engine.dispose()
 
 
 @pytest.mark.parametrize("reader", ["standby", "writer's server"])
