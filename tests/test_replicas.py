@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import inspect
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -540,6 +541,8 @@ def test_local_start_replica_and_url_reader(
             assert _scalar(connection, "SELECT pg_is_in_recovery()") is True
             assert _scalar(connection, "SELECT current_database()") == "casdb"
         engine.dispose()
+        assert main([*local, "status", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["reader_url"] == reader_url
         assert main([*local, "start", "--replica"]) == 0  # safe twice
         assert "read replica already running" in capsys.readouterr().out
         assert main([*local, "stop"]) == 0

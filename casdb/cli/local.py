@@ -71,10 +71,15 @@ def status(state: State, as_json: bool) -> int:
     server = local_server(state)
     running = server.running_port() is not None
     url = server.url().render_as_string() if running else None
+    standby = standby_of(server)
+    reader = standby.url().render_as_string() if standby.running_port() is not None else None
     if as_json:
-        emit_json({"running": running, "url": url, "data_dir": server.data_dir})
+        emit_json({"running": running, "url": url, "data_dir": server.data_dir,
+                   "reader_url": reader})
     elif running:
         out(f"running at {url} (data in {server.data_dir})")
+        if reader is not None:
+            out(f"its read replica runs at {reader} (data in {standby.data_dir})")
     else:
         out(f"not running (data in {server.data_dir}): start it with `casdb local start`")
     return int(ExitCode.OK if running else ExitCode.FAILURE)
