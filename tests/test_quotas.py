@@ -127,10 +127,11 @@ def test_errors(conn: Connection) -> None:
         quotas.cells_processed_this_week(conn, user_id=1, now="now")  # type: ignore[arg-type]
 
 
-def test_quota_takes_two_queries(conn: Connection) -> None:
+def test_quota_takes_one_statement(conn: Connection) -> None:
     user = users.create_user(conn, email="two@cas.org", username="T")
-    with statements_sent(conn) as sent:
-        quotas.get_user_quota(conn, user_id=user.id, now=dt.datetime.now(dt.UTC))
-    assert len(sent) == 2  # the user with usage totals, then the week's cells
+    for operation in (quotas.get_user_quota, quotas.cells_processed_this_week):
+        with statements_sent(conn) as sent:
+            operation(conn, user_id=user.id, now=dt.datetime.now(dt.UTC))
+        assert len(sent) == 1  # one snapshot: user, usage totals, week start and week's cells
     both = users.get_user_with_usage(conn, user_id=user.id)
     assert both.user == user and both.usage == users.get_user_usage(conn, user_id=user.id)

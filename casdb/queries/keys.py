@@ -12,18 +12,29 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from casdb._checks import (
     check_int,
+    check_optional_time,
     check_text,
-    from_db_time,
-    optional_to_db_time,
     row_exists,
-    translated_errors,
     values_where,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, fetch_scalar, record_columns
 from casdb.tables import users_user, users_userkey
 
-LOCATOR_CONSTRAINT: Final = "uq_users_userkey_key_locator"
-FOREIGN_KEYS: Final = {"fk_users_userkey_user_id_users_user": "no user with this id"}
+__all__ = [
+    "KeyForAuthentication",
+    "MAX_KEY_HASH_LENGTH",
+    "UserKey",
+    "build_create_user_key",
+    "build_deactivate_user_key",
+    "build_key_for_authentication",
+    "build_list_user_keys",
+    "create_user_key",
+    "deactivate_user_key",
+    "get_key_for_authentication",
+    "list_user_keys",
+]
+
 MAX_KEY_HASH_LENGTH: Final = 4096
 
 
@@ -41,25 +52,21 @@ class UserKey:
 
 @attrs.frozen
 class KeyForAuthentication:
-    """A key with its hash and the owner's active flag. ``repr`` never shows the hash."""
+    """A key with its hash and the owner's active flag. ``repr`` never shows the hash (and
+    the hash itself is a casdb.tables.Secret, a str whose repr hides it)."""
 
     key: UserKey
     key_hash: str = attrs.field(repr=False)
     user_active: bool
 
 
-_KEY_COLUMNS = [users_userkey.c[field.name] for field in attrs.fields(UserKey)]
+_KEY_COLUMNS = record_columns(users_userkey, UserKey)
 
 
-def _key_from_row(row: Row[Any]) -> UserKey:
-    return UserKey(
-        id=row.id,
-        key_locator=row.key_locator,
-        user_id=row.user_id,
-        created_date=from_db_time(row.created_date),
-        active=row.active,
-        expires=from_db_time(row.expires),
-    )
+def key_for_authentication_from_row(row: Row[Any]) -> KeyForAuthentication:
+    """A row of build_key_for_authentication as a record."""
+    key = UserKey(**{field.name: row._mapping[field.name] for field in attrs.fields(UserKey)})
+    return KeyForAuthentication(key=key, key_hash=row.key_hash, user_active=row.user_active)
 
 
 def _locator(value: object) -> uuid.UUID:
@@ -83,7 +90,7 @@ def build_create_user_key(values: dict[str, Any]) -> Insert:
     return (
         pg_insert(users_userkey)
         .from_select(list(values), values_where(users_userkey, values, user_exists))
-        .on_conflict_do_nothing(constraint=LOCATOR_CONSTRAINT)
+        .on_conflict_do_nothing()
         .returning(*_KEY_COLUMNS)
     )
 
@@ -134,16 +141,13 @@ def create_user_key(
         "key_locator": uuid.uuid4() if key_locator is None else _locator(key_locator),
     }
     if expires is not None:
-        values["expires"] = optional_to_db_time("expires", expires)
-    with translated_errors(foreign_keys=FOREIGN_KEYS):
-        row = connection.execute(build_create_user_key(values)).one_or_none()
-        if row is None and not connection.execute(
-            select(row_exists(users_user, "id", user_id))
-        ).scalar_one():
-            raise NotFound(f"no user with id {user_id}")
-    if row is None:
-        raise AlreadyExists("a key with this locator already exists", field="key_locator")
-    return _key_from_row(row)
+        values["expires"] = check_optional_time("expires", expires)
+    key = fetch_optional(connection, build_create_user_key(values), UserKey)
+    if key is not None:
+        return key
+    if not fetch_scalar(connection, select(row_exists(users_user, "id", values["user_id"]))):
+        raise NotFound(f"no user with id {values['user_id']}")
+    raise AlreadyExists("a key with this locator already exists", field="key_locator")
 
 
 def get_key_for_authentication(
@@ -154,28 +158,17 @@ def get_key_for_authentication(
     Raises NotFound for an unknown locator, InvalidInput for one that is not a UUID.
     """
     statement = build_key_for_authentication(_locator(key_locator))
-    with translated_errors():
-        row = connection.execute(statement).one_or_none()
-    if row is None:
-        raise NotFound("no key with this locator")
-    return KeyForAuthentication(
-        key=_key_from_row(row), key_hash=row.key_hash, user_active=row.user_active
-    )
+    return fetch_one(connection, statement, key_for_authentication_from_row,
+                     missing="no key with this locator")
 
 
 def deactivate_user_key(connection: Connection, *, key_locator: uuid.UUID | str) -> UserKey:
     """Mark a key inactive; return it. Raises NotFound for an unknown locator."""
     statement = build_deactivate_user_key(_locator(key_locator))
-    with translated_errors():
-        row = connection.execute(statement).one_or_none()
-    if row is None:
-        raise NotFound("no key with this locator")
-    return _key_from_row(row)
+    return fetch_one(connection, statement, UserKey, missing="no key with this locator")
 
 
 def list_user_keys(connection: Connection, *, user_id: int) -> list[UserKey]:
     """Return the user's keys (without hashes), ordered by id; empty for an unknown user."""
-    check_int("user_id", user_id)
-    with translated_errors():
-        rows = connection.execute(build_list_user_keys(user_id)).all()
-    return [_key_from_row(row) for row in rows]
+    user_id = check_int("user_id", user_id)
+    return fetch_all(connection, build_list_user_keys(user_id), UserKey)
