@@ -30,7 +30,8 @@ E = TypeVar("E", bound=enum.Enum)
 def check_text(
     name: str, value: object, *, max_length: int = 255, allow_empty: bool = False
 ) -> str:
-    """Return ``value`` if it is a str that fits a varchar(max_length) column, else raise."""
+    """Return ``value`` (as a plain str) if it is a str that fits a varchar(max_length) column,
+    else raise InvalidInput."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
     if not allow_empty and value == "":
@@ -43,7 +44,7 @@ def check_text(
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"{name} contains a lone surrogate (not valid UTF-8)") from None
-    return value
+    return value if type(value) is str else str.__str__(value)  # a subclass's __str__ may lie
 
 
 def check_optional_text(

@@ -851,7 +851,7 @@ def create_ingest(
 
 def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
     """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
-    check_text("cas_ingest_id", cas_ingest_id)
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
     return fetch_one(connection, build_select_ingest(cas_ingest_id), IngestRecord,
                      missing=f"no ingest {describe(cas_ingest_id)}")
 
@@ -867,7 +867,7 @@ def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
     Returns None. Raises NotFound (unknown ingest; nothing changes), InvalidInput,
     DatabaseError.
     """
-    check_text("cas_ingest_id", cas_ingest_id)
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
     if execute(connection, build_delete_ingest(cas_ingest_id)).rowcount == 0:
         raise NotFound(f"no ingest {describe(cas_ingest_id)}")
 
@@ -908,7 +908,7 @@ def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> l
 
     Raises InvalidInput, DatabaseError.
     """
-    check_text("cas_ingest_id", cas_ingest_id)
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
     return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), FeatureRecord)
 
 
@@ -917,7 +917,7 @@ def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> 
 
     Raises InvalidInput, DatabaseError.
     """
-    check_optional_text("cas_ingest_id", cas_ingest_id)
+    cas_ingest_id = check_optional_text("cas_ingest_id", cas_ingest_id)
     return int(fetch_scalar(connection, build_count_cells(cas_ingest_id)))
 
 

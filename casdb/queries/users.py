@@ -220,7 +220,7 @@ def get_user(connection: Connection, *, user_id: int) -> User:
 
 def get_user_by_email(connection: Connection, *, email: str) -> User:
     """Return the user whose email is exactly ``email``. Raises NotFound or InvalidInput."""
-    check_text("email", email)
+    email = check_text("email", email)
     statement = build_select_users().where(users_user.c.email == email)
     return fetch_one(connection, statement, User, missing="no user with this email")
 
