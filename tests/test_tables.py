@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-import pytest
 from sqlalchemy import Connection, Engine, exc, insert, select, text
 
 from casdb import InvalidInput

@@ -743,7 +743,8 @@ def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -
         return 0
     statement = build_copy_from_stdin(layout.table, layout.columns)
     failures: list[BaseException] = []
-    savepoint = connection.begin_nested()
+    with translated_errors(connection=connection):
+        savepoint = connection.begin_nested()
     try:
         with (
             translated_errors(

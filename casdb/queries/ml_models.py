@@ -315,10 +315,12 @@ def build_select_indexes(
 
 def _check_transactional(connection: Connection, operation: str) -> None:
     """Refuse a connection in AUTOCOMMIT mode, where the advisory lock would not hold."""
-    dbapi_connection = connection.connection.dbapi_connection
-    if dbapi_connection is not None and connection.dialect.detect_autocommit_setting(
-        dbapi_connection
-    ):
+    with translated_errors(connection=connection):  # a closed connection, a lost link
+        dbapi_connection = connection.connection.dbapi_connection
+        autocommit = dbapi_connection is not None and connection.dialect.detect_autocommit_setting(
+            dbapi_connection
+        )
+    if autocommit:
         raise InvalidInput(
             f"{operation} must run inside a transaction; the connection is in AUTOCOMMIT mode"
         )
