@@ -10,15 +10,16 @@ import attrs
 from sqlalchemy import Connection, Insert, Row, Select, Update, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from casdb._checks import (
-    check_int,
-    check_optional_time,
-    check_text,
-    row_exists,
-    values_where,
-)
+from casdb._checks import check_int, check_optional_time, check_text, row_exists, values_where
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
-from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, fetch_scalar, record_columns
+from casdb.queries._rows import (
+    fetch_all,
+    fetch_one,
+    fetch_optional,
+    fetch_scalar,
+    record_columns,
+    to_record,
+)
 from casdb.tables import users_user, users_userkey
 
 __all__ = [
@@ -65,7 +66,7 @@ _KEY_COLUMNS = record_columns(users_userkey, UserKey)
 
 def key_for_authentication_from_row(row: Row[Any]) -> KeyForAuthentication:
     """A row of build_key_for_authentication as a record."""
-    key = UserKey(**{field.name: row._mapping[field.name] for field in attrs.fields(UserKey)})
+    key = to_record(UserKey, row)
     return KeyForAuthentication(key=key, key_hash=row.key_hash, user_active=row.user_active)
 
 

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from casdb._checks import check_int, check_time
 from casdb.errors import InvalidInput
 from casdb.queries._rows import fetch_one
-from casdb.queries.users import UserWithUsage, build_user_with_usage, user_with_usage_from_row
+from casdb.queries.users import build_user_with_usage, user_with_usage_from_row
 from casdb.tables import UserActivityEvent, UTCDateTime, users_user, users_useractivity
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "build_user_quota",
     "cells_processed_this_week",
     "get_user_quota",
-    "week_start",
 ]
 
 WEEK: Final = dt.timedelta(days=7)
@@ -61,19 +60,8 @@ class UserQuota:
     quota_increased: bool
 
 
-def week_start(signed_up: dt.datetime, now: dt.datetime) -> dt.datetime:
-    """Return 00:00 of the most recent day, ``now``'s day included, on ``signed_up``'s weekday.
-
-    Both arguments and the result share one convention (all naive UTC or all aware UTC).
-    The SQL of build_user_quota computes the same.
-    """
-    days_back = (now.weekday() - signed_up.weekday()) % 7
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight - dt.timedelta(days=days_back)
-
-
-def _week_start_sql(now: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
-    """week_start(users_user.created_at, now) in SQL (isodow and weekday() agree mod 7)."""
+def _week_start(now: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
+    """00:00 of the most recent day, ``now``'s day included, on the signup weekday."""
     days_back = (
         cast(extract("isodow", now), Integer)
         - cast(extract("isodow", users_user.c.created_at), Integer)
@@ -110,7 +98,7 @@ def build_user_quota(user_id: int, now: dt.datetime) -> Select[Any]:
     (``cells_this_week``). No row when the user does not exist."""
     at = bindparam("now", now, type_=UTCDateTime)
     week = (
-        select(users_user.c.id, _week_start_sql(at).label("week_start"))
+        select(users_user.c.id, _week_start(at).label("week_start"))
         .where(users_user.c.id == user_id)
         .cte("week")
     )
@@ -130,16 +118,12 @@ def _check_now(now: object) -> dt.datetime:
     return now
 
 
-def _quota_row(row: Row[Any]) -> tuple[UserWithUsage, dt.datetime, int]:
-    return user_with_usage_from_row(row), row.week_start, int(row.cells_this_week)
-
-
-def _fetch(connection: Connection, user_id: object, now: object) -> tuple[
-    UserWithUsage, dt.datetime, int
-]:
+def _fetch(connection: Connection, user_id: object, now: object) -> Row[Any]:
     user_id = check_int("user_id", user_id)
     statement = build_user_quota(user_id, _check_now(now))
-    return fetch_one(connection, statement, _quota_row, missing=f"no user with id {user_id}")
+    row: Row[Any] = fetch_one(connection, statement, lambda found: found,
+                              missing=f"no user with id {user_id}")
+    return row
 
 
 def cells_processed_this_week(connection: Connection, *, user_id: int, now: dt.datetime) -> int:
@@ -148,7 +132,7 @@ def cells_processed_this_week(connection: Connection, *, user_id: int, now: dt.d
     ``now`` must be timezone-aware. Raises NotFound for an unknown user, InvalidInput for bad
     arguments (before any SQL), DatabaseError.
     """
-    return _fetch(connection, user_id, now)[2]
+    return int(_fetch(connection, user_id, now).cells_this_week)
 
 
 def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) -> UserQuota:
@@ -160,9 +144,10 @@ def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) ->
     Raises NotFound for an unknown user, InvalidInput for bad arguments (before any SQL),
     DatabaseError.
     """
-    found, start, this_week = _fetch(connection, user_id, now)
+    row = _fetch(connection, user_id, now)
+    found = user_with_usage_from_row(row)
     user, usage = found.user, found.usage
-    weekly_remaining = user.cell_quota - this_week
+    weekly_remaining = user.cell_quota - int(row.cells_this_week)
     lifetime_remaining = (
         None
         if user.lifetime_cell_quota is None
@@ -175,7 +160,7 @@ def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) ->
         user_id=user.id,
         weekly_quota=user.cell_quota,
         remaining_weekly_quota=max(0, remaining),
-        quota_reset_date=start + WEEK,
+        quota_reset_date=row.week_start + WEEK,
         lifetime_quota=user.lifetime_cell_quota,
         remaining_lifetime_quota=lifetime_remaining,
         quota_increased=user.quota_increased,

@@ -18,7 +18,7 @@ from casdb._checks import (
     check_time,
 )
 from casdb.errors import AlreadyExists
-from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns
+from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
 from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
 __all__ = [
@@ -95,8 +95,7 @@ def user_with_usage_from_row(row: Row[Any]) -> UserWithUsage:
     """A row of build_user_with_usage as a record."""
     usage = UserUsage(user_id=row.id, total_cells_processed=int(row.total_cells),
                       total_requests_processed=int(row.total_requests))
-    user = User(**{field.name: row._mapping[field.name] for field in attrs.fields(User)})
-    return UserWithUsage(user=user, usage=usage)
+    return UserWithUsage(user=to_record(User, row), usage=usage)
 
 
 def build_create_user(values: dict[str, Any]) -> Insert:
@@ -104,12 +103,7 @@ def build_create_user(values: dict[str, Any]) -> Insert:
 
     A taken email inserts nothing and returns no row, so the caller's transaction stays usable.
     """
-    return (
-        pg_insert(users_user)
-        .values(values)
-        .on_conflict_do_nothing()
-        .returning(*_USER_COLUMNS)
-    )
+    return pg_insert(users_user).values(values).on_conflict_do_nothing().returning(*_USER_COLUMNS)
 
 
 def build_select_users() -> Select[Any]:
@@ -235,14 +229,12 @@ def set_user_active(connection: Connection, *, user_id: int, active: bool) -> Us
 
     Raises NotFound for an unknown id, InvalidInput for bad arguments.
     """
-    values = {"active": check_bool("active", active)}
-    return _update_user(connection, user_id, values)
+    return _update_user(connection, user_id, {"active": check_bool("active", active)})
 
 
 def set_admin(connection: Connection, *, user_id: int, is_admin: bool) -> User:
     """Grant or revoke admin rights; return the updated User. Raises NotFound, InvalidInput."""
-    values = {"is_admin": check_bool("is_admin", is_admin)}
-    return _update_user(connection, user_id, values)
+    return _update_user(connection, user_id, {"is_admin": check_bool("is_admin", is_admin)})
 
 
 def opt_out_of_feedback(connection: Connection, *, user_id: int) -> User:
