@@ -383,7 +383,9 @@ def _int_converter(name: str, nullable: bool) -> Converter:
         number = operator.index(value)  # int subclasses, numpy integers and the like
         if INT32_MIN <= number <= INT32_MAX:
             return str(number)
-        raise _BadValue(name, f"{name} must be between {INT32_MIN} and {INT32_MAX}, got {number}")
+        raise _BadValue(
+            name, f"{name} must be between {INT32_MIN} and {INT32_MAX}, got {describe(number)}"
+        )
 
     return convert
 
@@ -784,7 +786,9 @@ def _check_ids(cell_ids: Iterable[Any]) -> list[int]:
         ids = [operator.index(value) for value in ids]  # int subclasses, numpy integers
     if ids and (min(ids) < INT32_MIN or max(ids) > INT32_MAX):
         bad = next(value for value in ids if not INT32_MIN <= value <= INT32_MAX)
-        raise InvalidInput(f"cell ids must be between {INT32_MIN} and {INT32_MAX}, got {bad}")
+        raise InvalidInput(
+            f"cell ids must be between {INT32_MIN} and {INT32_MAX}, got {describe(bad)}"
+        )
     return ids
 
 
