@@ -18,7 +18,7 @@ from casdb import DatabaseError
 from casdb.queries import activity, cells, keys, ml_models, quotas, users
 from casdb.tables import metadata
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.test_hostile_input import public_operations
+from tests.test_hostile_input import consume, public_operations
 
 NOW = dt.datetime(2024, 1, 10, tzinfo=dt.UTC)
 LOCATOR = uuid.UUID(int=7)
@@ -73,8 +73,7 @@ if hasattr(cells, "iter_cell_metadata_by_ids"):  # being added by another branch
 
 
 def _call(operation: Callable[..., Any], conn: Connection) -> Any:
-    result = operation(conn, **ARGUMENTS[operation])
-    return list(result) if isinstance(result, Iterator) else result
+    return consume(operation(conn, **ARGUMENTS[operation]))
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +139,16 @@ def test_a_closed_connection_is_a_database_error(engine: Engine, name: str) -> N
     conn.close()
     with pytest.raises(DatabaseError, match="closed"):
         _call(operation, conn)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in OPERATIONS])
+def test_an_aborted_transaction_is_a_database_error(engine: Engine, name: str) -> None:
+    operation = dict(OPERATIONS)[name]
+    with engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(sqlalchemy.exc.DBAPIError):
+            conn.execute(text("SELECT 1 / 0"))
+        with pytest.raises(DatabaseError) as raised:
+            _call(operation, conn)
+        assert raised.value.sqlstate == "25P02"  # in_failed_sql_transaction
+        conn.rollback()

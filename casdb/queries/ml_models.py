@@ -60,7 +60,7 @@ from casdb._checks import (
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
-from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns
+from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
 
@@ -478,7 +478,7 @@ def create_matching_engine_index(
         if connection.execute(build_lock_model(model_id=model_id, key_share=True)).first():
             row = connection.execute(statement).first()
             if row is not None:
-                return MatchingEngineIndex(**row._mapping)
+                return to_record(MatchingEngineIndex, row)
             name_taken = connection.execute(build_index_name_taken(index_name=index_name))
             field = "index_name" if name_taken.scalar_one() else "deployed_index_id"
             raise AlreadyExists(f"an index with this {field} already exists", field=field)
