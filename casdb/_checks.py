@@ -317,15 +317,15 @@ def translated_errors(
         raise InvalidInput(
             f"a value could not be sent to the database ({type(error.orig).__name__})"
         ) from None
-    except sa_exc.ResourceClosedError:
-        raise DatabaseError("database error: the connection is closed") from None
     except sa_exc.PendingRollbackError:
         raise DatabaseError(
-            "database error: the connection was lost in this transaction; roll it back",
+            "database error: the transaction is no longer usable (an earlier error or a lost "
+            "connection); roll it back and run it again",
             retryable=True,
         ) from None
-    except sa_exc.SQLAlchemyError as error:
-        raise DatabaseError(f"database error: {type(error).__name__}") from None
+    except sa_exc.SQLAlchemyError as error:  # e.g. "This Connection is closed" (no parameters)
+        lines = str(error.args[0] if error.args else "").strip().splitlines()
+        raise DatabaseError(f"database error: {(lines or [type(error).__name__])[0]}") from None
     except OSError as error:  # includes TimeoutError: a raw socket error from the driver
         _invalidate(connection, error)
         reason = error.strerror or type(error).__name__
