@@ -44,8 +44,9 @@ def test_check_int_takes_what_operator_index_takes_except_bools() -> None:
 
 
 def test_check_time_refuses_naive_and_broken_offsets() -> None:
-    assert check_time("t", dt.datetime(2024, 1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-                      ) == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    assert check_time(
+        "t", dt.datetime(2024, 1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    ) == dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     with pytest.raises(InvalidInput, match="naive"):
         check_time("t", dt.datetime(2024, 1, 1))
 
@@ -94,7 +95,8 @@ def test_constraint_maps_come_from_the_metadata() -> None:
     assert UNIQUE_FIELDS["pk_cells_cellinfo"] == "cas_cell_index"
     assert "uq_ml_management_model_is_default_model" not in UNIQUE_FIELDS  # a rule, not a value
     assert FOREIGN_KEY_MESSAGES["fk_ml_management_matchingengineindex_model_id"] == (
-        "no model with this id")
+        "no model with this id"
+    )
 
 
 def _user(engine: Engine) -> users.User:

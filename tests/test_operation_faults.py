@@ -35,8 +35,14 @@ ARGUMENTS: dict[Callable[..., Any], dict[str, Any]] = {
     users.increase_lifetime_quota: {"user_id": 1, "new_quota": 10},
     users.get_user_usage: {"user_id": 1},
     users.get_user_with_usage: {"user_id": 1},
-    activity.log_user_activity: {"user_id": 1, "model_name": "m", "method": None,
-                                 "cell_count": 1, "event": "STARTED", "request_id": "r"},
+    activity.log_user_activity: {
+        "user_id": 1,
+        "model_name": "m",
+        "method": None,
+        "cell_count": 1,
+        "event": "STARTED",
+        "request_id": "r",
+    },
     activity.list_user_activity: {"user_id": 1},
     quotas.cells_processed_this_week: {"user_id": 1, "now": NOW},
     quotas.get_user_quota: {"user_id": 1, "now": NOW},
@@ -44,15 +50,18 @@ ARGUMENTS: dict[Callable[..., Any], dict[str, Any]] = {
     keys.get_key_for_authentication: {"key_locator": LOCATOR},
     keys.deactivate_user_key: {"key_locator": LOCATOR},
     keys.list_user_keys: {"user_id": 1},
-    ml_models.create_model: {"model_name": "m", "model_file_path": "p",
-                             "embedding_dimension": 2},
+    ml_models.create_model: {"model_name": "m", "model_file_path": "p", "embedding_dimension": 2},
     ml_models.list_models: {},
     ml_models.get_model_by_name: {"model_name": "m"},
     ml_models.get_default_model: {},
     ml_models.set_default_model: {"model_id": 1},
-    ml_models.create_matching_engine_index: {"index_name": "i", "embedding_dimension": 2,
-                                             "endpoint_id": "e", "num_neighbors": 1,
-                                             "model_id": 1},
+    ml_models.create_matching_engine_index: {
+        "index_name": "i",
+        "embedding_dimension": 2,
+        "endpoint_id": "e",
+        "num_neighbors": 1,
+        "model_id": 1,
+    },
     ml_models.get_index_by_name: {"index_name": "i"},
     ml_models.list_indexes_for_model: {"model_id": 1},
     cells.create_ingest: {"cas_ingest_id": "x", "dataset_id": "d"},
@@ -61,10 +70,17 @@ ARGUMENTS: dict[Callable[..., Any], dict[str, Any]] = {
     cells.delete_ingest: {"cas_ingest_id": "x"},
     cells.list_features_for_ingest: {"cas_ingest_id": "x"},
     cells.count_cells: {},
-    cells.insert_cells: {"rows": [{"cas_cell_index": 1, "cas_ingest_id": "x",
-                                   "cell_type": "T"}]},
-    cells.insert_features: {"rows": [{"cas_feature_index": 1, "cas_ingest_id": "x",
-                                      "original_feature_id": "f", "feature_name": "F"}]},
+    cells.insert_cells: {"rows": [{"cas_cell_index": 1, "cas_ingest_id": "x", "cell_type": "T"}]},
+    cells.insert_features: {
+        "rows": [
+            {
+                "cas_feature_index": 1,
+                "cas_ingest_id": "x",
+                "original_feature_id": "f",
+                "feature_name": "F",
+            }
+        ]
+    },
     cells.get_cell_metadata_by_ids: {"cell_ids": [1, 2]},
 }
 OPERATIONS = public_operations()
