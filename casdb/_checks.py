@@ -10,13 +10,15 @@ import contextlib
 import datetime as dt
 import enum
 import math
+import operator
+import reprlib
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Select, Table, exists, literal, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, exists, literal, select
 from sqlalchemy import exc as sa_exc
 
-from casdb.errors import AlreadyExists, DatabaseError, InvalidInput, NotFound
+from casdb.errors import AlreadyExists, CasdbError, DatabaseError, InvalidInput, NotFound
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -28,7 +30,8 @@ E = TypeVar("E", bound=enum.Enum)
 def check_text(
     name: str, value: object, *, max_length: int = 255, allow_empty: bool = False
 ) -> str:
-    """Return ``value`` if it is a str that fits a varchar(max_length) column, else raise."""
+    """Return ``value`` (as a plain str) if it is a str that fits a varchar(max_length) column,
+    else raise InvalidInput."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string, got {type(value).__name__}")
     if not allow_empty and value == "":
@@ -41,7 +44,7 @@ def check_text(
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(f"{name} contains a lone surrogate (not valid UTF-8)") from None
-    return value
+    return value if type(value) is str else str.__str__(value)  # a subclass's __str__ may lie
 
 
 def check_optional_text(
@@ -64,15 +67,48 @@ def check_email(value: object) -> str:
     return email
 
 
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr (depth, length), safe for huge ints and hostile reprs."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        return repr(x) if -(10**12) < x < 10**12 else "<a huge integer>"
+
+    def repr_instance(self, x: object, level: int) -> str:
+        return repr(x) if type(x) in (bool, float, type(None)) else type(x).__name__
+
+
+_short_repr = _ShortRepr()
+_short_repr.maxlevel, _short_repr.maxstring, _short_repr.maxother = 3, 40, 40
+
+
+def describe(value: object) -> str:
+    """A short, safe rendering of ``value`` for a message: never huge, never recursive, never
+    raising (a repr may be all three)."""
+    try:
+        return _short_repr.repr(value)
+    except Exception:  # noqa: BLE001 - a hostile __repr__ or __len__
+        return type(value).__name__
+
+
 def check_int(
     name: str, value: object, *, minimum: int = INT32_MIN, maximum: int = INT32_MAX
 ) -> int:
-    """Return ``value`` if it is an int (not a bool) within [minimum, maximum], else raise."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``value`` as a plain int if it is an integer within [minimum, maximum], else raise.
+
+    Integers are what ``operator.index`` accepts (int subclasses, numpy integers), except
+    bools; a huge value is never formatted into the message.
+    """
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
         raise InvalidInput(f"{name} must be an integer, got {type(value).__name__}")
-    if not minimum <= value <= maximum:
-        raise InvalidInput(f"{name} must be between {minimum} and {maximum}, got {value}")
-    return value
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - a hostile __index__ is a bad argument
+        raise InvalidInput(f"{name} must be an integer, got {type(value).__name__}") from None
+    if not minimum <= number <= maximum:
+        raise InvalidInput(
+            f"{name} must be between {minimum} and {maximum}, got {describe(number)}"
+        )
+    return number
 
 
 def check_optional_int(
@@ -98,66 +134,70 @@ def check_enum(name: str, value: object, enum_type: type[E]) -> E:
     if isinstance(value, str) and value in enum_type.__members__:
         return enum_type[value]
     valid = ", ".join(enum_type.__members__)
-    raise InvalidInput(f"{name} must be one of {valid}, got {value!r}"[:500])
+    raise InvalidInput(f"{name} must be one of {valid}, got {describe(value)}")
 
 
 def check_json(name: str, value: object) -> Any:
-    """Return ``value`` if it is a JSON document PostgreSQL's jsonb accepts, else raise."""
+    """Return a plain copy (dict, list, str, int, float, bool, None) of ``value`` if it is a
+    JSON document PostgreSQL's jsonb accepts, else raise InvalidInput."""
 
-    def walk(item: object, depth: int) -> None:
+    def walk(item: object, depth: int) -> Any:
         if depth > 100:
             raise InvalidInput(f"{name} is nested more than 100 levels deep")
-        if item is None or isinstance(item, bool | int):
-            return
+        if item is None or isinstance(item, bool):
+            return item
+        if isinstance(item, int):
+            try:
+                return int(int.__str__(item))  # a plain int that json.dumps can write
+            except ValueError:
+                raise InvalidInput(f"{name} holds an integer too long to write") from None
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidInput(f"{name} holds {item}, which JSON cannot represent")
-            return
+            return float(item)
         if isinstance(item, str):
-            check_text(name, item, max_length=10**8, allow_empty=True)
-            return
+            return str.__str__(check_text(name, item, max_length=10**8, allow_empty=True))
         if isinstance(item, list | tuple):
-            for element in item:
-                walk(element, depth + 1)
-            return
+            return [walk(element, depth + 1) for element in item]
         if isinstance(item, Mapping):
+            copy = {}
             for key, element in item.items():
                 if not isinstance(key, str):
-                    raise InvalidInput(f"{name} has a non-string key {key!r}"[:200])
-                check_text(name, key, max_length=10**6, allow_empty=True)
-                walk(element, depth + 1)
-            return
+                    raise InvalidInput(f"{name} has a non-string key {describe(key)}")
+                key = str.__str__(check_text(name, key, max_length=10**6, allow_empty=True))
+                copy[key] = walk(element, depth + 1)
+            return copy
         raise InvalidInput(f"{name} holds a {type(item).__name__}, which is not JSON")
 
-    walk(value, 0)
-    return value
+    return walk(value, 0)
 
 
-def to_db_time(name: str, value: object) -> dt.datetime:
-    """Return the naive UTC wall-clock time the columns store for an aware datetime."""
+def check_time(name: str, value: object) -> dt.datetime:
+    """Return ``value`` converted to UTC if it is a timezone-aware datetime, else raise.
+
+    A naive datetime, a tzinfo whose offset is broken, or a time that leaves the datetime
+    range once converted to UTC is InvalidInput. The one validator of times: the operations
+    call it up front, and the UTC column type (casdb.tables.UTCDateTime) on every bind.
+    """
     if not isinstance(value, dt.datetime):
         raise InvalidInput(f"{name} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except Exception:  # noqa: BLE001 - a tzinfo that raises, or returns a bad offset
+        raise InvalidInput(f"{name} has a tzinfo whose utcoffset() fails") from None
+    if offset is None:
         raise InvalidInput(f"{name} must be timezone-aware (UTC); got a naive datetime")
     try:
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return value.astimezone(UTC)
     except OverflowError:
         raise InvalidInput(f"{name} is out of range once converted to UTC") from None
+    except Exception:  # noqa: BLE001 - a hostile tzinfo
+        raise InvalidInput(f"{name} has a tzinfo that cannot be converted to UTC") from None
 
 
-def optional_to_db_time(name: str, value: object) -> dt.datetime | None:
-    """Like to_db_time, but None passes through."""
-    return None if value is None else to_db_time(name, value)
-
-
-def from_db_time(value: dt.datetime) -> dt.datetime:
-    """Return the aware UTC datetime for a stored UTC wall-clock time."""
-    return value.replace(tzinfo=UTC)
-
-
-def optional_from_db_time(value: dt.datetime | None) -> dt.datetime | None:
-    """Like from_db_time, but None passes through."""
-    return None if value is None else from_db_time(value)
+def check_optional_time(name: str, value: object) -> dt.datetime | None:
+    """Like check_time, but None passes through."""
+    return None if value is None else check_time(name, value)
 
 
 def values_where(
@@ -179,11 +219,67 @@ def row_exists(table: Table, column: str, value: object) -> ColumnElement[bool]:
     return exists().where(table.c[column] == value)
 
 
-def _pg_error_fields(error: sa_exc.DBAPIError) -> dict[str, str]:
-    args = getattr(error.orig, "args", ())
+# SQLSTATEs after which running the transaction again may succeed: serialization failure
+# (also a query canceled by a conflict with recovery on a standby), deadlock, and the
+# server ending the session (admin shutdown, crash, not accepting connections yet).
+_RETRYABLE: Final = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+
+
+def server_fields(error: BaseException) -> dict[str, str]:
+    """The fields of the server's ErrorResponse behind ``error`` (pg8000 puts them in
+    ``args[0]``: "C" SQLSTATE, "M" message, "S" severity, "n" constraint); {} if none."""
+    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    args = getattr(orig, "args", ())
     if args and isinstance(args[0], dict):
         return {str(k): str(v) for k, v in args[0].items()}
     return {}
+
+
+def server_message(error: BaseException) -> str:
+    """The server's message for ``error`` (with its SQLSTATE), or the driver's first line.
+
+    Never the statement or its bound parameters.
+    """
+    fields = server_fields(error)
+    if fields:
+        code = fields.get("C")
+        return fields.get("M", "") + (f" (SQLSTATE {code})" if code else "")
+    orig = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+def _invalidate(connection: Connection | None, error: BaseException) -> None:
+    """Drop a connection whose link to the server may be out of step (SQLAlchemy does not
+    see a raw socket error from the driver as a disconnect)."""
+    if connection is not None and not connection.closed and not connection.invalidated:
+        with contextlib.suppress(Exception):
+            connection.invalidate(error if isinstance(error, Exception) else None)
+
+
+def _database_error(
+    error: sa_exc.DBAPIError,
+    connection: Connection | None,
+    unique: Mapping[str, str],
+    foreign_keys: Mapping[str, str],
+) -> CasdbError:
+    fields = server_fields(error)
+    code, constraint = fields.get("C"), fields.get("n", "")
+    if code == "23505" and constraint in unique:
+        field = unique[constraint]
+        return AlreadyExists(f"a row with this {field} already exists", field=field)
+    if code == "23503" and constraint in foreign_keys:
+        return NotFound(foreign_keys[constraint])
+    # FATAL, PANIC or class 08: the server ended the session; SQLAlchemy only knows the
+    # driver's own "network error" and would keep such a connection in the pool.
+    ended = fields.get("S") in ("FATAL", "PANIC") or (code or "").startswith("08")
+    lost = error.connection_invalidated or ended
+    if lost:
+        _invalidate(connection, error)
+    retryable = lost or code in _RETRYABLE
+    return DatabaseError(
+        f"database error: {server_message(error)}", sqlstate=code, retryable=retryable
+    )
 
 
 @contextlib.contextmanager
@@ -191,28 +287,48 @@ def translated_errors(
     *,
     unique: Mapping[str, str] | None = None,
     foreign_keys: Mapping[str, str] | None = None,
+    connection: Connection | None = None,
 ) -> Iterator[None]:
-    """Turn driver errors into casdb errors.
+    """Turn every failure of the database, the network or the driver into a casdb error.
 
-    ``unique`` maps a unique constraint (or index) name to the field it guards:
-    a violation becomes AlreadyExists(field). ``foreign_keys`` maps a foreign key name to a
-    message: a violation becomes NotFound(message). Anything else from the database becomes
-    DatabaseError, whose message carries the server's text but never the bound parameters.
+    A unique violation becomes AlreadyExists(field), a foreign key violation NotFound, by
+    the maps derived from casdb.tables.metadata (``unique``: constraint name -> field,
+    ``foreign_keys``: constraint name -> message, add to or override them). Anything else
+    from the database becomes DatabaseError (server message and SQLSTATE, never the bound
+    parameters); a value the driver cannot send becomes InvalidInput. When the network
+    fails, ``connection`` is invalidated, so that it is never reused out of step.
     """
+    from casdb import tables  # tables imports this module (check_time)
+
     try:
         yield
+    except CasdbError:
+        raise
     except sa_exc.DBAPIError as error:
-        fields = _pg_error_fields(error)
-        code, constraint = fields.get("C", ""), fields.get("n", "")
-        if code == "23505" and unique and constraint in unique:
-            field = unique[constraint]
-            raise AlreadyExists(f"a row with this {field} already exists", field=field) from None
-        if code == "23503" and foreign_keys and constraint in foreign_keys:
-            raise NotFound(foreign_keys[constraint]) from None
-        if fields:
-            message = fields.get("M", "")
-        else:  # a driver-side failure (network error, closed connection): no server fields
-            text = str(error.orig).strip().splitlines()
-            message = text[0] if text else type(error.orig).__name__
-        detail = f" (SQLSTATE {code})" if code else ""
-        raise DatabaseError(f"database error: {message}{detail}") from None
+        raise _database_error(
+            error,
+            connection,
+            {**tables.UNIQUE_FIELDS, **(unique or {})},
+            {**tables.FOREIGN_KEY_MESSAGES, **(foreign_keys or {})},
+        ) from None
+    except sa_exc.StatementError as error:  # raised while binding: nothing was sent
+        if isinstance(error.orig, CasdbError):
+            raise error.orig from None
+        raise InvalidInput(
+            f"a value could not be sent to the database ({type(error.orig).__name__})"
+        ) from None
+    except sa_exc.PendingRollbackError:
+        raise DatabaseError(
+            "database error: the transaction is no longer usable (an earlier error or a lost "
+            "connection); roll it back and run it again",
+            retryable=True,
+        ) from None
+    except sa_exc.SQLAlchemyError as error:  # e.g. "This Connection is closed" (no parameters)
+        lines = str(error.args[0] if error.args else "").strip().splitlines()
+        raise DatabaseError(f"database error: {(lines or [type(error).__name__])[0]}") from None
+    except OSError as error:  # includes TimeoutError: a raw socket error from the driver
+        _invalidate(connection, error)
+        reason = error.strerror or type(error).__name__
+        raise DatabaseError(
+            f"database error: lost the connection to the server ({reason})", retryable=True
+        ) from None

@@ -38,7 +38,20 @@ class AlreadyExists(CasdbError):
 
 
 class DatabaseError(CasdbError):
-    """The database failed the operation (connection lost, timeout, server error)."""
+    """The database or the network failed the operation (server error, timeout, lost link).
+
+    ``sqlstate`` is the server's SQLSTATE when it sent one; ``retryable`` says whether running
+    the whole transaction again may succeed (a serialization failure, a deadlock, a conflict
+    with recovery on a standby, a lost connection). The message carries the server's text,
+    never the statement's bound parameters.
+    """
+
+    def __init__(
+        self, message: str, *, sqlstate: str | None = None, retryable: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.retryable = retryable
 
 
 class AuthenticationError(CasdbError):

@@ -7,23 +7,32 @@ live databases and the next revision renames them to these.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+from typing import Any, Final
 
 from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Dialect,
     Enum,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
+    TypeDecorator,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from casdb._checks import check_time
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -39,6 +48,55 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 UTC_NOW = text("timezone('utc', now())")
 
 
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """``timestamp without time zone`` holding UTC wall-clock time; aware UTC in Python.
+
+    SQLAlchemy's recipe for UTC timestamps: a bound datetime must be timezone-aware (a naive
+    one is InvalidInput, from casdb._checks.check_time) and is stored as its UTC wall-clock
+    time; a value read back is that time with tzinfo=UTC. The column's DDL stays TIMESTAMP.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return check_time("a timestamp", value).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        # ``column + timedelta`` is an interval, not a timestamp to convert
+        if isinstance(value, dt.datetime):
+            return self
+        return self.impl_instance.coerce_compared_value(op, value)
+
+
+class Secret(str):
+    """A str that hides itself in ``repr``: what a key hash is in Python, so that SQLAlchemy's
+    logging of rows and parameters (and any repr of a record) never shows it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'<secret>'"
+
+
+class SecretText(TypeDecorator[str]):
+    """TEXT whose values are :class:`Secret` both ways: bound (as logged) and read back."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else Secret(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else Secret(value)
+
+
 class UserActivityEvent(enum.Enum):
     """What happened to a request; stored as the PostgreSQL enum ``useractivityevent``."""
 
@@ -47,6 +105,7 @@ class UserActivityEvent(enum.Enum):
     STARTED = "STARTED"
 
 
+# ``info["noun"]``: what a row is called in messages ("no user with this id").
 users_user = Table(
     "users_user",
     metadata,
@@ -58,10 +117,11 @@ users_user = Table(
     Column("cells_processed", Integer, nullable=False, server_default=text("0")),
     Column("is_admin", Boolean, nullable=False, server_default=text("false")),
     Column("cell_quota", Integer, nullable=False, server_default=text("100000")),
-    Column("created_at", DateTime, nullable=False, server_default=UTC_NOW),
+    Column("created_at", UTCDateTime, nullable=False, server_default=UTC_NOW),
     Column("ask_for_feedback", Boolean, nullable=False, server_default=text("true")),
     Column("lifetime_cell_quota", Integer, nullable=True, server_default=text("50000")),
     Column("quota_increased", Boolean, nullable=False, server_default=text("false")),
+    info={"noun": "user"},
 )
 
 users_useractivity = Table(
@@ -78,7 +138,7 @@ users_useractivity = Table(
     Column("cell_count", Integer, nullable=False, server_default=text("0")),
     Column("model_name", String(255), nullable=False),
     Column("method", String(255), nullable=True),
-    Column("finished_time", DateTime, nullable=True, server_default=UTC_NOW),
+    Column("finished_time", UTCDateTime, nullable=True, server_default=UTC_NOW),
     Column(
         "event",
         Enum(UserActivityEvent, name="useractivityevent"),
@@ -86,6 +146,7 @@ users_useractivity = Table(
         index=True,
     ),
     Column("request_id", String(255), nullable=True),
+    info={"noun": "activity"},
 )
 # The weekly quota window scans one user's rows by time.
 Index(
@@ -106,15 +167,16 @@ users_userkey = Table(
         nullable=False,
         index=True,
     ),
-    Column("created_date", DateTime, nullable=False, server_default=UTC_NOW),
+    Column("created_date", UTCDateTime, nullable=False, server_default=UTC_NOW),
     Column("active", Boolean, nullable=False, server_default=text("true")),
     Column(
         "expires",
-        DateTime,
+        UTCDateTime,
         nullable=False,
         server_default=text("(timezone('utc', now()) + interval '180 days')"),
     ),
-    Column("key_hash", Text, nullable=False),
+    Column("key_hash", SecretText, nullable=False),
+    info={"noun": "key"},
 )
 
 ml_management_model = Table(
@@ -124,7 +186,7 @@ ml_management_model = Table(
     Column("model_file_path", String(255), nullable=False),
     Column("embedding_dimension", Integer, nullable=False),
     Column("admin_use_only", Boolean, nullable=False, server_default=text("true")),
-    Column("created_date", DateTime, nullable=True, server_default=UTC_NOW),
+    Column("created_date", UTCDateTime, nullable=True, server_default=UTC_NOW),
     Column(
         "schema_name",
         String(255),
@@ -137,6 +199,7 @@ ml_management_model = Table(
         "bq_dataset_name", String(255), nullable=False, server_default=text("'cas_50m_dataset'")
     ),
     Column("description", String(511), nullable=True),
+    info={"noun": "model"},
 )
 # The database itself guarantees at most one default model.
 Index(
@@ -170,6 +233,7 @@ ml_management_matchingengineindex = Table(
     Column("is_grpc", Boolean, nullable=False, server_default=text("true")),
     Column("api_endpoint", String(255), nullable=True),
     Column("description", String(511), nullable=True),
+    info={"noun": "matching-engine index"},
 )
 
 cells_ingestinfo = Table(
@@ -178,8 +242,9 @@ cells_ingestinfo = Table(
     Column("cas_ingest_id", String(255), primary_key=True),
     Column("dataset_id", String(255), nullable=False),
     Column("uns_metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("ingest_timestamp", DateTime, nullable=True, server_default=UTC_NOW),
+    Column("ingest_timestamp", UTCDateTime, nullable=True, server_default=UTC_NOW),
     Column("dataset_version_id", String(255), nullable=True),
+    info={"noun": "ingest"},
 )
 
 cells_featureinfo = Table(
@@ -201,6 +266,7 @@ cells_featureinfo = Table(
         nullable=False,
         index=True,
     ),
+    info={"noun": "feature"},
 )
 
 
@@ -245,4 +311,40 @@ cells_cellinfo = Table(
     _varchar("organism_ontology_term_id"),
     _varchar("self_reported_ethnicity_ontology_term_id"),
     _varchar("sex_ontology_term_id"),
+    info={"noun": "cell"},
 )
+
+
+def _unique_fields() -> dict[str, str]:
+    """Name of each single-column unique constraint, key or unique index -> its column."""
+    fields: dict[str, str] = {}
+    for table in metadata.tables.values():
+        for constraint in table.constraints:
+            if isinstance(constraint, UniqueConstraint | PrimaryKeyConstraint):
+                columns = list(constraint.columns)
+                if len(columns) == 1 and isinstance(constraint.name, str):
+                    fields[constraint.name] = columns[0].name
+        for index in table.indexes:
+            # a partial index (the one default model) guards a rule, not a value
+            if index.unique and len(index.columns) == 1 and index.name is not None:
+                if index.dialect_options["postgresql"]["where"] is None:
+                    fields[str(index.name)] = next(iter(index.columns)).name
+    return fields
+
+
+def _foreign_key_messages() -> dict[str, str]:
+    """Name of each foreign key -> "no <referred row> with this <referred column>"."""
+    messages: dict[str, str] = {}
+    for table in metadata.tables.values():
+        for constraint in table.constraints:
+            if isinstance(constraint, ForeignKeyConstraint) and isinstance(constraint.name, str):
+                referred = constraint.elements[0].column
+                noun = referred.table.info["noun"]
+                messages[constraint.name] = f"no {noun} with this {referred.name}"
+    return messages
+
+
+UNIQUE_FIELDS: Final = _unique_fields()
+"""Unique constraint (or index) name -> the field it guards: AlreadyExists(field)."""
+FOREIGN_KEY_MESSAGES: Final = _foreign_key_messages()
+"""Foreign key name -> the NotFound message of a violation."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
 import pytest
+import sqlalchemy
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, func, select
@@ -93,3 +95,37 @@ def test_bad_input_before_sql(conn: Connection, kwargs: dict[str, object]) -> No
         keys.create_user_key(conn, **kwargs)  # type: ignore[arg-type]
     assert sent == []
     assert "x" * 100 not in str(raised.value) and "a\x00b" not in str(raised.value)
+
+
+def test_the_hash_never_appears_in_sqlalchemy_debug_logs(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """echo="debug" logs every bound parameter and every result row; a plain engine (no
+    hide_parameters) shows them all. The hash is a Secret (its repr hides it) both ways."""
+    secret = f"$argon2id$v=19$m=65536,t=3,p=4$secret-{uuid.uuid4()}"
+    echoing = sqlalchemy.create_engine(engine.url, echo="debug")
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    try:
+        with echoing.connect() as conn:
+            conn.begin()
+            user = users.create_user(conn, email=f"{uuid.uuid4()}@cas.org", username="s")
+            key = keys.create_user_key(conn, user_id=user.id, key_hash=secret)
+            auth = keys.get_key_for_authentication(conn, key_locator=key.key_locator)
+            assert auth.key_hash == secret  # the value itself is intact
+            texts += [repr(auth), repr(auth.key_hash), repr(keys.list_user_keys(
+                conn, user_id=user.id))]
+            with pytest.raises(AlreadyExists) as taken:
+                keys.create_user_key(conn, user_id=user.id, key_hash=secret,
+                                     key_locator=key.key_locator)
+            texts.append(str(taken.value))
+            # plain Core on the table: its rows are logged too
+            conn.execute(select(users_userkey)).all()
+            conn.rollback()
+    finally:
+        echoing.dispose()
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "INSERT INTO users_userkey" in logged and "Row (" in logged  # it did log both
+    for captured in [*texts, logged, caplog.text]:
+        assert secret not in captured
+        assert secret[10:] not in captured

@@ -431,7 +431,7 @@ def test_statement_builders_compile_without_a_database() -> None:
     assert sql(mm.build_lock_model(model_id=1, key_share=True)).endswith("FOR KEY SHARE")
     assert "json_agg" in sql(mm.build_select_models(model_name="x"))
     assert "RETURNING" in sql(mm.build_set_default_model(model_id=1))
-    assert "ON CONFLICT (model_name) DO NOTHING" in sql(
+    assert "ON CONFLICT DO NOTHING" in sql(
         mm.build_insert_model(
             model_name="m",
             model_file_path="p",

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -127,10 +130,66 @@ def test_errors(conn: Connection) -> None:
         quotas.cells_processed_this_week(conn, user_id=1, now="now")  # type: ignore[arg-type]
 
 
-def test_quota_takes_two_queries(conn: Connection) -> None:
+def test_quota_takes_one_statement(conn: Connection) -> None:
     user = users.create_user(conn, email="two@cas.org", username="T")
-    with statements_sent(conn) as sent:
-        quotas.get_user_quota(conn, user_id=user.id, now=dt.datetime.now(dt.UTC))
-    assert len(sent) == 2  # the user with usage totals, then the week's cells
+    for operation in (quotas.get_user_quota, quotas.cells_processed_this_week):
+        with statements_sent(conn) as sent:
+            operation(conn, user_id=user.id, now=dt.datetime.now(dt.UTC))
+        assert len(sent) == 1  # one snapshot: user, usage totals, week start and week's cells
     both = users.get_user_with_usage(conn, user_id=user.id)
     assert both.user == user and both.usage == users.get_user_usage(conn, user_id=user.id)
+
+
+def test_a_quota_is_read_from_one_snapshot_while_activity_is_written(engine: Engine) -> None:
+    """Under READ COMMITTED, writers log requests (each adds the same cells to the week and to
+    the lifetime) while readers read quotas: with equal weekly and lifetime quotas and every
+    request in this week, every quota must show equal remainders. Two statements (the user's
+    totals, then the week) mixed snapshots: the week ran ahead of the lifetime."""
+    signup = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    finished = dt.datetime(2024, 1, 9, 12, tzinfo=dt.UTC)
+    now = finished + dt.timedelta(hours=1)
+    with engine.begin() as conn:
+        user = users.create_user(conn, email=f"snap-{uuid.uuid4()}@cas.org", username="S",
+                                 created_at=signup, cell_quota=10**9,
+                                 lifetime_cell_quota=10**9)
+    done = threading.Event()
+    mixed: list[quotas.UserQuota] = []
+    reads: list[int] = []
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        for i in range(150):
+            with engine.begin() as conn:
+                activity.log_user_activity(conn, user_id=user.id, model_name="m", method=None,
+                                           cell_count=1 + i % 5, event="SUCCEEDED",
+                                           request_id=f"w{n}-{i}", finished_time=finished)
+
+    def read() -> None:
+        while not done.is_set():
+            with engine.connect() as conn:
+                quota = quotas.get_user_quota(conn, user_id=user.id, now=now)
+            reads.append(1)
+            if quota.remaining_weekly_quota != quota.remaining_lifetime_quota:
+                mixed.append(quota)
+
+    def guarded(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+                done.set()
+        return run
+
+    writers = [threading.Thread(target=guarded(lambda n=n: write(n))) for n in range(2)]
+    readers = [threading.Thread(target=guarded(read)) for _ in range(2)]
+    for thread in readers + writers:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=120)
+    done.set()
+    for thread in readers:
+        thread.join(timeout=30)
+    assert not errors
+    assert len(reads) > 50
+    assert not mixed, f"{len(mixed)} of {len(reads)} quotas mixed two snapshots: {mixed[0]}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, exc, insert, select, text
 
+from casdb import InvalidInput
 from casdb import tables as t
 from tests.conftest import rolled_back
 
@@ -20,7 +22,9 @@ json_values = st.recursive(
     | st.dictionaries(text255, children, max_size=4),
     max_leaves=12,
 )
-naive_times = st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2200, 1, 1))
+# Timestamp columns are UTCDateTime: aware UTC in Python, UTC wall-clock in the column.
+utc_times = st.datetimes(min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2200, 1, 1),
+                         timezones=st.just(dt.UTC))
 
 
 def _round_trip(conn: Connection, table: t.Table, row: dict[str, object]) -> dict[str, object]:
@@ -30,7 +34,7 @@ def _round_trip(conn: Connection, table: t.Table, row: dict[str, object]) -> dic
 
 
 @given(email=text255.filter(bool), username=text255, quota=int32, lifetime=st.none() | int32,
-       created=naive_times)
+       created=utc_times)
 def test_users_user(engine: Engine, email: str, username: str, quota: int,
                     lifetime: int | None, created: dt.datetime) -> None:
     with rolled_back(engine) as conn:
@@ -44,7 +48,7 @@ def test_users_user(engine: Engine, email: str, username: str, quota: int,
 
 
 def test_defaults_are_computed_per_row(conn: Connection) -> None:
-    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    before = dt.datetime.now(dt.UTC)
     user = _round_trip(conn, t.users_user, {"email": "a@b", "username": "a"})
     assert user["cell_quota"] == 100000 and user["lifetime_cell_quota"] == 50000
     created = user["created_at"]
@@ -57,7 +61,7 @@ def test_defaults_are_computed_per_row(conn: Connection) -> None:
 
 
 @given(event=st.sampled_from(t.UserActivityEvent), count=int32, model=text255,
-       method=st.none() | text255, request=st.none() | text255, finished=naive_times)
+       method=st.none() | text255, request=st.none() | text255, finished=utc_times)
 def test_users_useractivity(engine: Engine, event: t.UserActivityEvent, count: int, model: str,
                             method: str | None, request: str | None,
                             finished: dt.datetime) -> None:
@@ -72,8 +76,8 @@ def test_users_useractivity(engine: Engine, event: t.UserActivityEvent, count: i
 def test_users_userkey(conn: Connection) -> None:
     user = _round_trip(conn, t.users_user, {"email": "k@y", "username": "k"})
     row = {"key_locator": uuid.uuid4(), "user_id": user["id"], "key_hash": "$argon2id$…",
-           "active": False, "created_date": dt.datetime(2024, 2, 29, 12),
-           "expires": dt.datetime(2024, 8, 27, 12)}
+           "active": False, "created_date": dt.datetime(2024, 2, 29, 12, tzinfo=dt.UTC),
+           "expires": dt.datetime(2024, 8, 27, 12, tzinfo=dt.UTC)}
     back = _round_trip(conn, t.users_userkey, row)
     assert {k: back[k] for k in row} == row
 
@@ -115,3 +119,26 @@ def test_cells_tables(engine: Engine, ingest_id: str, uns: object, extra: object
                 "obs_metadata_extra": extra, "total_mrna_umis": umis, "is_primary_data": primary}
         cell_back = _round_trip(conn, t.cells_cellinfo, cell)
         assert {k: cell_back[k] for k in cell} == cell
+
+
+def test_times_are_utc_wall_clock_in_the_column_and_aware_in_python(conn: Connection) -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    user = _round_trip(conn, t.users_user, {
+        "email": "tz@y", "username": "tz",
+        "created_at": dt.datetime(2024, 3, 1, 1, 30, tzinfo=plus_two)})
+    assert user["created_at"] == dt.datetime(2024, 2, 29, 23, 30, tzinfo=dt.UTC)
+    assert user["created_at"].tzinfo is dt.UTC
+    stored = conn.execute(text("SELECT created_at::text FROM users_user WHERE id = :id"),
+                          {"id": user["id"]}).scalar_one()
+    assert stored == "2024-02-29 23:30:00"  # the column holds naive UTC wall-clock time
+    # ``column + timedelta`` stays an interval expression, not a timestamp to convert
+    later = conn.execute(select(t.users_user.c.created_at + dt.timedelta(days=1))
+                         .where(t.users_user.c.id == user["id"])).scalar_one()
+    assert later.replace(tzinfo=dt.UTC) == dt.datetime(2024, 3, 1, 23, 30, tzinfo=dt.UTC)
+
+
+def test_a_naive_time_is_refused_by_the_column_type(conn: Connection) -> None:
+    with pytest.raises(exc.StatementError) as raised:
+        conn.execute(insert(t.users_user).values(email="n@y", username="n",
+                                                 created_at=dt.datetime(2024, 1, 1)))
+    assert isinstance(raised.value.orig, InvalidInput)

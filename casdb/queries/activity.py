@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Final
+from typing import Any
 
 import attrs
-from sqlalchemy import Connection, Insert, Row, Select, insert, select
+from sqlalchemy import Connection, Insert, Select, insert, select
 
 from casdb._checks import (
     check_enum,
     check_int,
     check_optional_text,
+    check_optional_time,
     check_text,
-    optional_from_db_time,
-    optional_to_db_time,
     row_exists,
-    translated_errors,
     values_where,
 )
-from casdb.errors import NotFound
+from casdb.queries._rows import fetch_all, fetch_one, record_columns
 from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
-FOREIGN_KEYS: Final = {"fk_users_useractivity_user_id_users_user": "no user with this id"}
+__all__ = [
+    "UserActivity",
+    "build_list_user_activity",
+    "build_log_user_activity",
+    "list_user_activity",
+    "log_user_activity",
+]
 
 
 @attrs.frozen
@@ -39,13 +43,7 @@ class UserActivity:
     event: UserActivityEvent
 
 
-_ACTIVITY_COLUMNS = [users_useractivity.c[field.name] for field in attrs.fields(UserActivity)]
-
-
-def _activity_from_row(row: Row[Any]) -> UserActivity:
-    return UserActivity(
-        **{**row._mapping, "finished_time": optional_from_db_time(row.finished_time)}
-    )
+_ACTIVITY_COLUMNS = record_columns(users_useractivity, UserActivity)
 
 
 def build_log_user_activity(values: dict[str, Any]) -> Insert:
@@ -58,7 +56,7 @@ def build_log_user_activity(values: dict[str, Any]) -> Insert:
 
 
 def build_list_user_activity(user_id: int, since: dt.datetime | None) -> Select[Any]:
-    """SELECT one user's activity (finished at or after ``since``, naive UTC), ordered by id."""
+    """SELECT one user's activity (finished at or after ``since``), ordered by id."""
     statement = select(*_ACTIVITY_COLUMNS).where(users_useractivity.c.user_id == user_id)
     if since is not None:
         statement = statement.where(users_useractivity.c.finished_time >= since)
@@ -90,12 +88,9 @@ def log_user_activity(
         "request_id": check_optional_text("request_id", request_id),
     }
     if finished_time is not None:
-        values["finished_time"] = optional_to_db_time("finished_time", finished_time)
-    with translated_errors(foreign_keys=FOREIGN_KEYS):
-        row = connection.execute(build_log_user_activity(values)).one_or_none()
-    if row is None:
-        raise NotFound(f"no user with id {user_id}")
-    return _activity_from_row(row)
+        values["finished_time"] = check_optional_time("finished_time", finished_time)
+    return fetch_one(connection, build_log_user_activity(values), UserActivity,
+                     missing=f"no user with id {values['user_id']}")
 
 
 def list_user_activity(
@@ -105,8 +100,6 @@ def list_user_activity(
 
     An unknown user has no activity (empty list). Raises InvalidInput for bad arguments.
     """
-    check_int("user_id", user_id)
-    statement = build_list_user_activity(user_id, optional_to_db_time("since", since))
-    with translated_errors():
-        rows = connection.execute(statement).all()
-    return [_activity_from_row(row) for row in rows]
+    user_id = check_int("user_id", user_id)
+    statement = build_list_user_activity(user_id, check_optional_time("since", since))
+    return fetch_all(connection, statement, UserActivity)

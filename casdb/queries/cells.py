@@ -35,7 +35,6 @@ from sqlalchemy import (
     Insert,
     Integer,
     NestedTransaction,
-    Row,
     Select,
     String,
     Table,
@@ -53,15 +52,55 @@ from sqlalchemy.engine import Dialect
 from casdb._checks import (
     INT32_MAX,
     INT32_MIN,
+    check_int,
     check_json,
     check_optional_text,
+    check_optional_time,
     check_text,
-    optional_from_db_time,
-    optional_to_db_time,
+    describe,
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.queries._rows import (
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_optional,
+    fetch_scalar,
+    record_columns,
+)
 from casdb.tables import cells_cellinfo, cells_featureinfo, cells_ingestinfo
+
+__all__ = [
+    "CELL_COLUMN_NAMES",
+    "MAX_RESERVED_INDEXES",
+    "CellMetadata",
+    "CellRecord",
+    "FeatureRecord",
+    "IngestRecord",
+    "advance_index_sequence",
+    "build_advance_index_sequence",
+    "build_count_cells",
+    "build_create_ingest",
+    "build_delete_ingest",
+    "build_existing_indexes",
+    "build_list_features_for_ingest",
+    "build_list_ingests",
+    "build_reserve_indexes",
+    "build_select_cells_by_ids",
+    "build_select_ingest",
+    "count_cells",
+    "create_ingest",
+    "delete_ingest",
+    "find_existing_indexes",
+    "get_cell_metadata_by_ids",
+    "get_ingest",
+    "insert_cells",
+    "insert_features",
+    "list_features_for_ingest",
+    "list_ingests",
+    "reserve_indexes",
+]
 
 LOOKUP_CHUNK_SIZE = 50_000
 """Ids bound per lookup statement (one int[] parameter, one round trip per chunk)."""
@@ -160,20 +199,10 @@ class CellMetadata:
     values: dict[str, Any]
 
 
-_INGEST_COLUMNS = [cells_ingestinfo.c[field.name] for field in attrs.fields(IngestRecord)]
-_FEATURE_COLUMNS = [cells_featureinfo.c[field.name] for field in attrs.fields(FeatureRecord)]
+_INGEST_COLUMNS = record_columns(cells_ingestinfo, IngestRecord)
+_FEATURE_COLUMNS = record_columns(cells_featureinfo, FeatureRecord)
 CELL_COLUMN_NAMES: Final = tuple(column.name for column in cells_cellinfo.columns)
 """Every column of cells_cellinfo, in table order: the valid ``columns`` of lookups."""
-
-
-def _ingest_from_row(row: Row[Any]) -> IngestRecord:
-    return IngestRecord(
-        **{**row._mapping, "ingest_timestamp": optional_from_db_time(row.ingest_timestamp)}
-    )
-
-
-def _feature_from_row(row: Row[Any]) -> FeatureRecord:
-    return FeatureRecord(**row._mapping)
 
 
 def _cell_metadata_from_rows(names: Sequence[str], rows: list[Any]) -> list[CellMetadata]:
@@ -195,7 +224,7 @@ def build_create_ingest(values: dict[str, Any]) -> Insert:
     return (
         postgresql.insert(cells_ingestinfo)
         .values(values)
-        .on_conflict_do_nothing(index_elements=[cells_ingestinfo.c.cas_ingest_id])
+        .on_conflict_do_nothing()
         .returning(*_INGEST_COLUMNS)
     )
 
@@ -362,7 +391,9 @@ def _int_converter(name: str, nullable: bool) -> Converter:
         number = operator.index(value)  # int subclasses, numpy integers and the like
         if INT32_MIN <= number <= INT32_MAX:
             return str(number)
-        raise _BadValue(name, f"{name} must be between {INT32_MIN} and {INT32_MAX}, got {number}")
+        raise _BadValue(
+            name, f"{name} must be between {INT32_MIN} and {INT32_MAX}, got {describe(number)}"
+        )
 
     return convert
 
@@ -722,10 +753,13 @@ def _copy(connection: Connection, layout: _CopyLayout, rows: Iterable[object]) -
         return 0
     statement = build_copy_from_stdin(layout.table, layout.columns)
     failures: list[BaseException] = []
-    savepoint = connection.begin_nested()
+    with translated_errors(connection=connection):
+        savepoint = connection.begin_nested()
     try:
         with (
-            translated_errors(unique=layout.unique, foreign_keys=layout.foreign_keys),
+            translated_errors(
+                unique=layout.unique, foreign_keys=layout.foreign_keys, connection=connection
+            ),
             _driver_cursor(connection, statement) as cursor,
         ):
             cursor.execute(statement, stream=_guarded(chain([first], chunks), failures))
@@ -760,7 +794,9 @@ def _check_ids(cell_ids: Iterable[Any]) -> list[int]:
         ids = [operator.index(value) for value in ids]  # int subclasses, numpy integers
     if ids and (min(ids) < INT32_MIN or max(ids) > INT32_MAX):
         bad = next(value for value in ids if not INT32_MIN <= value <= INT32_MAX)
-        raise InvalidInput(f"cell ids must be between {INT32_MIN} and {INT32_MAX}, got {bad}")
+        raise InvalidInput(
+            f"cell ids must be between {INT32_MIN} and {INT32_MAX}, got {describe(bad)}"
+        )
     return ids
 
 
@@ -786,7 +822,7 @@ def _check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
     unknown = [name for name in given if not isinstance(name, str) or name not in CELL_COLUMN_NAMES]
     if unknown:
         raise InvalidInput(
-            f"unknown cells_cellinfo column(s) {', '.join(map(repr, unknown))}; "
+            f"unknown cells_cellinfo column(s) {', '.join(map(describe, unknown))}; "
             f"valid: {', '.join(CELL_COLUMN_NAMES)}"[:1000]
         )
     return tuple(dict.fromkeys(given))
@@ -819,29 +855,23 @@ def create_ingest(
         "uns_metadata": {} if uns_metadata is None else check_json("uns_metadata", uns_metadata),
     }
     if ingest_timestamp is not None:
-        values["ingest_timestamp"] = optional_to_db_time("ingest_timestamp", ingest_timestamp)
-    with translated_errors():
-        row = connection.execute(build_create_ingest(values)).one_or_none()
-    if row is None:
+        values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
+    ingest = fetch_optional(connection, build_create_ingest(values), IngestRecord)
+    if ingest is None:
         raise AlreadyExists("an ingest with this cas_ingest_id exists", field="cas_ingest_id")
-    return _ingest_from_row(row)
+    return ingest
 
 
 def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
     """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
-    check_text("cas_ingest_id", cas_ingest_id)
-    with translated_errors():
-        row = connection.execute(build_select_ingest(cas_ingest_id)).one_or_none()
-    if row is None:
-        raise NotFound(f"no ingest {cas_ingest_id!r}"[:300])
-    return _ingest_from_row(row)
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
+    return fetch_one(connection, build_select_ingest(cas_ingest_id), IngestRecord,
+                     missing=f"no ingest {describe(cas_ingest_id)}")
 
 
 def list_ingests(connection: Connection) -> list[IngestRecord]:
     """Return every ingest, ordered by cas_ingest_id. Raises DatabaseError."""
-    with translated_errors():
-        rows = connection.execute(build_list_ingests()).all()
-    return [_ingest_from_row(row) for row in rows]
+    return fetch_all(connection, build_list_ingests(), IngestRecord)
 
 
 def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
@@ -850,11 +880,9 @@ def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
     Returns None. Raises NotFound (unknown ingest; nothing changes), InvalidInput,
     DatabaseError.
     """
-    check_text("cas_ingest_id", cas_ingest_id)
-    with translated_errors():
-        deleted = connection.execute(build_delete_ingest(cas_ingest_id)).rowcount
-    if deleted == 0:
-        raise NotFound(f"no ingest {cas_ingest_id!r}"[:300])
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
+    if execute(connection, build_delete_ingest(cas_ingest_id)).rowcount == 0:
+        raise NotFound(f"no ingest {describe(cas_ingest_id)}")
 
 
 def insert_features(
@@ -893,10 +921,8 @@ def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> l
 
     Raises InvalidInput, DatabaseError.
     """
-    check_text("cas_ingest_id", cas_ingest_id)
-    with translated_errors():
-        rows = connection.execute(build_list_features_for_ingest(cas_ingest_id)).all()
-    return [_feature_from_row(row) for row in rows]
+    cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
+    return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), FeatureRecord)
 
 
 def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> int:
@@ -904,9 +930,8 @@ def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> 
 
     Raises InvalidInput, DatabaseError.
     """
-    check_optional_text("cas_ingest_id", cas_ingest_id)
-    with translated_errors():
-        return int(connection.execute(build_count_cells(cas_ingest_id)).scalar_one())
+    cas_ingest_id = check_optional_text("cas_ingest_id", cas_ingest_id)
+    return int(fetch_scalar(connection, build_count_cells(cas_ingest_id)))
 
 
 def get_cell_metadata_by_ids(
@@ -930,7 +955,11 @@ def get_cell_metadata_by_ids(
         return []
     statement = _select_cells_sql(names, connection.dialect)
     found: list[CellMetadata] = []
-    with translated_errors(), _driver_cursor(connection, statement) as cursor, _gc_paused():
+    with (
+        translated_errors(connection=connection),
+        _driver_cursor(connection, statement) as cursor,
+        _gc_paused(),
+    ):
         for start in range(0, len(ids), LOOKUP_CHUNK_SIZE):
             cursor.execute(statement, (ids[start : start + LOOKUP_CHUNK_SIZE],))
             found.extend(_cell_metadata_from_rows(names, cursor.fetchall()))
@@ -1006,15 +1035,12 @@ def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[r
     ``count`` is at most MAX_RESERVED_INDEXES. Raises InvalidInput for a bad argument,
     DatabaseError.
     """
-    from casdb._checks import check_int  # appended section: keep the import block as it is
-
     _index_column(table)
     count = check_int("count", count, minimum=0, maximum=MAX_RESERVED_INDEXES)
     if count == 0:
         return []
-    with translated_errors():
-        rows = connection.execute(build_reserve_indexes(table, count)).all()
-    return [range(first, last + 1) for first, last in rows]
+    reserved = build_reserve_indexes(table, count)
+    return fetch_all(connection, reserved, lambda row: range(row[0], row[1] + 1))
 
 
 def advance_index_sequence(connection: Connection, *, table: str, past: int) -> None:
@@ -1023,12 +1049,9 @@ def advance_index_sequence(connection: Connection, *, table: str, past: int) -> 
     Used after rows with explicit ids were written; never moves the sequence back. Returns
     None. Raises InvalidInput for a bad argument, DatabaseError.
     """
-    from casdb._checks import check_int
-
     _index_column(table)
     past = check_int("past", past, minimum=1)
-    with translated_errors():
-        connection.execute(build_advance_index_sequence(table, past)).all()
+    execute(connection, build_advance_index_sequence(table, past)).all()
 
 
 def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[int]) -> list[int]:
@@ -1040,7 +1063,7 @@ def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[i
     wanted = sorted(set(_check_ids(ids)))
     statement = build_existing_indexes(table)
     found: list[int] = []
-    with translated_errors():
+    with translated_errors(connection=connection):
         for start in range(0, len(wanted), _INDEX_CHUNK):
             chunk = wanted[start : start + _INDEX_CHUNK]
             found.extend(connection.execute(statement, {"ids": chunk}).scalars())

@@ -13,21 +13,37 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, Insert, Row, Select, Update, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from casdb._checks import (
-    check_int,
-    check_text,
-    from_db_time,
-    optional_to_db_time,
-    row_exists,
-    translated_errors,
-    values_where,
-)
+from casdb._checks import check_int, check_optional_time, check_text, row_exists, values_where
 from casdb.errors import AlreadyExists, AuthenticationError, InvalidInput, NotFound
+from casdb.queries._rows import (
+    fetch_all,
+    fetch_one,
+    fetch_optional,
+    fetch_scalar,
+    record_columns,
+    to_record,
+)
 from casdb.queries.users import User
 from casdb.tables import users_user, users_userkey
 
-LOCATOR_CONSTRAINT: Final = "uq_users_userkey_key_locator"
-FOREIGN_KEYS: Final = {"fk_users_userkey_user_id_users_user": "no user with this id"}
+__all__ = [
+    "IssuedToken",
+    "KeyForAuthentication",
+    "MAX_KEY_HASH_LENGTH",
+    "UserKey",
+    "authenticate_token",
+    "build_authenticate_token",
+    "build_create_user_key",
+    "build_deactivate_user_key",
+    "build_key_for_authentication",
+    "build_list_user_keys",
+    "create_user_key",
+    "deactivate_user_key",
+    "get_key_for_authentication",
+    "issue_user_token",
+    "list_user_keys",
+]
+
 MAX_KEY_HASH_LENGTH: Final = 4096
 
 
@@ -45,25 +61,21 @@ class UserKey:
 
 @attrs.frozen
 class KeyForAuthentication:
-    """A key with its hash and the owner's active flag. ``repr`` never shows the hash."""
+    """A key with its hash and the owner's active flag. ``repr`` never shows the hash (and
+    the hash itself is a casdb.tables.Secret, a str whose repr hides it)."""
 
     key: UserKey
     key_hash: str = attrs.field(repr=False)
     user_active: bool
 
 
-_KEY_COLUMNS = [users_userkey.c[field.name] for field in attrs.fields(UserKey)]
+_KEY_COLUMNS = record_columns(users_userkey, UserKey)
 
 
-def _key_from_row(row: Row[Any]) -> UserKey:
-    return UserKey(
-        id=row.id,
-        key_locator=row.key_locator,
-        user_id=row.user_id,
-        created_date=from_db_time(row.created_date),
-        active=row.active,
-        expires=from_db_time(row.expires),
-    )
+def key_for_authentication_from_row(row: Row[Any]) -> KeyForAuthentication:
+    """A row of build_key_for_authentication as a record."""
+    key = to_record(UserKey, row)
+    return KeyForAuthentication(key=key, key_hash=row.key_hash, user_active=row.user_active)
 
 
 def _locator(value: object) -> uuid.UUID:
@@ -87,7 +99,7 @@ def build_create_user_key(values: dict[str, Any]) -> Insert:
     return (
         pg_insert(users_userkey)
         .from_select(list(values), values_where(users_userkey, values, user_exists))
-        .on_conflict_do_nothing(constraint=LOCATOR_CONSTRAINT)
+        .on_conflict_do_nothing()
         .returning(*_KEY_COLUMNS)
     )
 
@@ -138,16 +150,13 @@ def create_user_key(
         "key_locator": uuid.uuid4() if key_locator is None else _locator(key_locator),
     }
     if expires is not None:
-        values["expires"] = optional_to_db_time("expires", expires)
-    with translated_errors(foreign_keys=FOREIGN_KEYS):
-        row = connection.execute(build_create_user_key(values)).one_or_none()
-        if row is None and not connection.execute(
-            select(row_exists(users_user, "id", user_id))
-        ).scalar_one():
-            raise NotFound(f"no user with id {user_id}")
-    if row is None:
-        raise AlreadyExists("a key with this locator already exists", field="key_locator")
-    return _key_from_row(row)
+        values["expires"] = check_optional_time("expires", expires)
+    key = fetch_optional(connection, build_create_user_key(values), UserKey)
+    if key is not None:
+        return key
+    if not fetch_scalar(connection, select(row_exists(users_user, "id", values["user_id"]))):
+        raise NotFound(f"no user with id {values['user_id']}")
+    raise AlreadyExists("a key with this locator already exists", field="key_locator")
 
 
 def get_key_for_authentication(
@@ -158,31 +167,20 @@ def get_key_for_authentication(
     Raises NotFound for an unknown locator, InvalidInput for one that is not a UUID.
     """
     statement = build_key_for_authentication(_locator(key_locator))
-    with translated_errors():
-        row = connection.execute(statement).one_or_none()
-    if row is None:
-        raise NotFound("no key with this locator")
-    return KeyForAuthentication(
-        key=_key_from_row(row), key_hash=row.key_hash, user_active=row.user_active
-    )
+    return fetch_one(connection, statement, key_for_authentication_from_row,
+                     missing="no key with this locator")
 
 
 def deactivate_user_key(connection: Connection, *, key_locator: uuid.UUID | str) -> UserKey:
     """Mark a key inactive; return it. Raises NotFound for an unknown locator."""
     statement = build_deactivate_user_key(_locator(key_locator))
-    with translated_errors():
-        row = connection.execute(statement).one_or_none()
-    if row is None:
-        raise NotFound("no key with this locator")
-    return _key_from_row(row)
+    return fetch_one(connection, statement, UserKey, missing="no key with this locator")
 
 
 def list_user_keys(connection: Connection, *, user_id: int) -> list[UserKey]:
     """Return the user's keys (without hashes), ordered by id; empty for an unknown user."""
-    check_int("user_id", user_id)
-    with translated_errors():
-        rows = connection.execute(build_list_user_keys(user_id)).all()
-    return [_key_from_row(row) for row in rows]
+    user_id = check_int("user_id", user_id)
+    return fetch_all(connection, build_list_user_keys(user_id), UserKey)
 
 
 # --- API tokens: ``<key_locator>.<secret>``, the CAS API's opaque format -----------------
@@ -191,7 +189,6 @@ _TOKEN_PATTERN: Final = re.compile(
     r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})\."
     r"([0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12})"
 )
-_TOKEN_USER_FIELDS: Final = tuple(field.name for field in attrs.fields(User))
 
 
 @attrs.frozen
@@ -209,7 +206,7 @@ def build_authenticate_token(key_locator: uuid.UUID) -> Select[Any]:
     """SELECT the key's owner (every users_user column), the key's flags and hash, in one query."""
     return (
         select(
-            *[users_user.c[name] for name in _TOKEN_USER_FIELDS],
+            *record_columns(users_user, User),
             users_userkey.c.active.label("key_active"),
             users_userkey.c.expires.label("key_expires"),
             users_userkey.c.key_hash,
@@ -236,8 +233,7 @@ def issue_user_token(
     Raises InvalidInput for a bad argument, NotFound for an unknown user, DatabaseError.
     """
     check_int("user_id", user_id)
-    if expires is not None:
-        optional_to_db_time("expires", expires)  # refuse a naive time before hashing
+    check_optional_time("expires", expires)  # refuse a naive time before hashing
     locator, secret = uuid.uuid4(), str(uuid.uuid4())
     key_hash = (hasher or PasswordHasher()).hash(secret)
     key = create_user_key(
@@ -261,20 +257,19 @@ def authenticate_token(
     never holds the secret), InvalidInput for a naive ``now``, DatabaseError.
     """
     moment = dt.datetime.now(dt.UTC) if now is None else now
-    optional_to_db_time("now", moment)
+    check_optional_time("now", moment)
     match = _TOKEN_PATTERN.fullmatch(token) if isinstance(token, str) else None
     if match is None:
         raise AuthenticationError(
             "the token is not <key_locator>.<secret> (two uuid4 strings)", reason="malformed"
         )
     locator, secret = uuid.UUID(match.group(1)), match.group(2)
-    with translated_errors():
-        row = connection.execute(build_authenticate_token(locator)).one_or_none()
+    row = fetch_optional(connection, build_authenticate_token(locator), lambda row: row)
     if row is None:
         raise AuthenticationError("no key with this locator", reason="unknown_key")
     if not row.key_active:
         raise AuthenticationError("the key has been deactivated", reason="inactive_key")
-    if from_db_time(row.key_expires) <= moment:
+    if row.key_expires <= moment:
         raise AuthenticationError("the key has expired", reason="expired_key")
     if not row.active:
         raise AuthenticationError("the key's user is deactivated", reason="inactive_user")
@@ -284,5 +279,4 @@ def authenticate_token(
         raise AuthenticationError(
             "the token's secret does not match", reason="wrong_secret"
         ) from None
-    values = {name: row._mapping[name] for name in _TOKEN_USER_FIELDS}
-    return User(**values | {"created_at": from_db_time(values["created_at"])})
+    return to_record(User, row)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -38,6 +37,7 @@ from sqlalchemy import (
     Connection,
     Insert,
     Label,
+    Row,
     Select,
     String,
     Update,
@@ -55,12 +55,12 @@ from casdb._checks import (
     check_bool,
     check_int,
     check_optional_text,
+    check_optional_time,
     check_text,
-    optional_from_db_time,
-    optional_to_db_time,
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
 
@@ -99,13 +99,6 @@ DEFAULT_MODEL_LOCK_KEY = int.from_bytes(
     "big",
     signed=True,
 )
-
-_MODEL_UNIQUE = {"uq_ml_management_model_model_name": "model_name"}
-_INDEX_UNIQUE = {
-    "uq_ml_management_matchingengineindex_index_name": "index_name",
-    "uq_ml_management_matchingengineindex_deployed_index_id": "deployed_index_id",
-}
-_INDEX_FOREIGN_KEYS = {"fk_ml_management_matchingengineindex_model_id": "no model with this id"}
 
 
 # --- records -------------------------------------------------------------------------------
@@ -147,40 +140,21 @@ class MLModel:
     indexes: tuple[MatchingEngineIndex, ...]
 
 
-_INDEX_FIELDS = attrs.fields(MatchingEngineIndex)
-_MODEL_FIELDS = tuple(
-    field for field in attrs.fields(MLModel) if field.name not in ("created_date", "indexes")
-)
+_MODEL_FIELDS = tuple(field.name for field in attrs.fields(MLModel) if field.name != "indexes")
 
 
-def _index_from_row(row: Mapping[Any, Any]) -> MatchingEngineIndex:
-    """Map a result row's mapping (or one aggregated JSON object) to a record."""
-    return MatchingEngineIndex(**{field.name: row[field.name] for field in _INDEX_FIELDS})
-
-
-def _model_from_row(row: Mapping[Any, Any]) -> MLModel:
-    """Map a row of ``_MODEL_COLUMNS`` plus the ``indexes`` JSON array to a record."""
+def model_from_row(row: Row[Any]) -> MLModel:
+    """A row of ``_MODEL_COLUMNS`` plus the ``indexes`` JSON array as a record."""
+    values = row._mapping
     return MLModel(
-        **{field.name: row[field.name] for field in _MODEL_FIELDS},
-        created_date=optional_from_db_time(row["created_date"]),
-        indexes=tuple(_index_from_row(item) for item in row["indexes"] or ()),
+        **{name: values[name] for name in _MODEL_FIELDS},
+        indexes=tuple(MatchingEngineIndex(**item) for item in values["indexes"] or ()),
     )
 
 
 # --- statement builders --------------------------------------------------------------------
 
-_INDEX_COLUMNS = (
-    index_table.c.id,
-    index_table.c.index_name,
-    index_table.c.description,
-    index_table.c.embedding_dimension,
-    index_table.c.endpoint_id,
-    index_table.c.deployed_index_id,
-    index_table.c.num_neighbors,
-    index_table.c.model_id,
-    index_table.c.is_grpc,
-    index_table.c.api_endpoint,
-)
+_INDEX_COLUMNS = record_columns(index_table, MatchingEngineIndex)
 
 
 def _indexes_of_model() -> Label[Any]:
@@ -200,18 +174,7 @@ def _indexes_of_model() -> Label[Any]:
     )
 
 
-_MODEL_COLUMNS = (
-    model_table.c.id,
-    model_table.c.model_name,
-    model_table.c.model_file_path,
-    model_table.c.description,
-    model_table.c.embedding_dimension,
-    model_table.c.admin_use_only,
-    model_table.c.schema_name,
-    model_table.c.bq_dataset_name,
-    model_table.c.is_default_model,
-    model_table.c.created_date,
-)
+_MODEL_COLUMNS = record_columns(model_table, MLModel, exclude=("indexes",))
 
 
 def build_insert_model(
@@ -241,7 +204,7 @@ def build_insert_model(
     return (
         pg_insert(model_table)
         .values(values)
-        .on_conflict_do_nothing(index_elements=[model_table.c.model_name])
+        .on_conflict_do_nothing()
         # A new model has no indexes yet (and INSERT's RETURNING would not correlate them).
         .returning(*_MODEL_COLUMNS, null().label("indexes"))
     )
@@ -352,10 +315,12 @@ def build_select_indexes(
 
 def _check_transactional(connection: Connection, operation: str) -> None:
     """Refuse a connection in AUTOCOMMIT mode, where the advisory lock would not hold."""
-    dbapi_connection = connection.connection.dbapi_connection
-    if dbapi_connection is not None and connection.dialect.detect_autocommit_setting(
-        dbapi_connection
-    ):
+    with translated_errors(connection=connection):  # a closed connection, a lost link
+        dbapi_connection = connection.connection.dbapi_connection
+        autocommit = dbapi_connection is not None and connection.dialect.detect_autocommit_setting(
+            dbapi_connection
+        )
+    if autocommit:
         raise InvalidInput(
             f"{operation} must run inside a transaction; the connection is in AUTOCOMMIT mode"
         )
@@ -363,14 +328,13 @@ def _check_transactional(connection: Connection, operation: str) -> None:
 
 def _make_default(connection: Connection, model_id: int) -> MLModel:
     """Make the model the only default and return it; an unknown id raises NotFound, unchanged."""
-    with translated_errors(unique=_MODEL_UNIQUE):
+    with translated_errors(connection=connection):
         connection.execute(build_lock_default_model())
         if connection.execute(build_lock_model(model_id=model_id)).first() is None:
             raise NotFound(f"no model with id {model_id}")
         connection.execute(build_clear_default_model(keep_model_id=model_id))
-        return _model_from_row(
-            connection.execute(build_set_default_model(model_id=model_id)).one()._mapping
-        )
+    return fetch_one(connection, build_set_default_model(model_id=model_id), model_from_row,
+                     missing=f"no model with id {model_id}")
 
 
 def create_model(
@@ -402,7 +366,7 @@ def create_model(
     schema_name = check_text("schema_name", schema_name)
     bq_dataset_name = check_text("bq_dataset_name", bq_dataset_name)
     is_default_model = check_bool("is_default_model", is_default_model)
-    created = optional_to_db_time("created_date", created_date)
+    created = check_optional_time("created_date", created_date)
     if is_default_model:
         _check_transactional(connection, "create_model(is_default_model=True)")
     statement = build_insert_model(
@@ -415,11 +379,9 @@ def create_model(
         bq_dataset_name=bq_dataset_name,
         created_date=created,
     )
-    with translated_errors(unique=_MODEL_UNIQUE):
-        row = connection.execute(statement).first()
-    if row is None:
+    model = fetch_optional(connection, statement, model_from_row)
+    if model is None:
         raise AlreadyExists("a model with this model_name already exists", field="model_name")
-    model = _model_from_row(row._mapping)
     return _make_default(connection, model.id) if is_default_model else model
 
 
@@ -430,9 +392,8 @@ def list_models(connection: Connection, *, include_admin_only: bool = True) -> l
     Raises InvalidInput for a non-bool flag, DatabaseError.
     """
     include_admin_only = check_bool("include_admin_only", include_admin_only)
-    with translated_errors():
-        rows = connection.execute(build_select_models(include_admin_only=include_admin_only))
-        return [_model_from_row(row._mapping) for row in rows]
+    statement = build_select_models(include_admin_only=include_admin_only)
+    return fetch_all(connection, statement, model_from_row)
 
 
 def get_model_by_name(connection: Connection, *, model_name: str) -> MLModel:
@@ -441,11 +402,8 @@ def get_model_by_name(connection: Connection, *, model_name: str) -> MLModel:
     Raises InvalidInput for a bad name, NotFound when no model has it, DatabaseError.
     """
     model_name = check_text("model_name", model_name)
-    with translated_errors():
-        row = connection.execute(build_select_models(model_name=model_name)).first()
-    if row is None:
-        raise NotFound("no model with this model_name")
-    return _model_from_row(row._mapping)
+    return fetch_one(connection, build_select_models(model_name=model_name), model_from_row,
+                     missing="no model with this model_name")
 
 
 def get_default_model(connection: Connection) -> MLModel:
@@ -453,11 +411,8 @@ def get_default_model(connection: Connection) -> MLModel:
 
     Raises NotFound when there is no default model, DatabaseError.
     """
-    with translated_errors():
-        row = connection.execute(build_select_models(default_only=True)).first()
-    if row is None:
-        raise NotFound("there is no default model")
-    return _model_from_row(row._mapping)
+    return fetch_one(connection, build_select_models(default_only=True), model_from_row,
+                     missing="there is no default model")
 
 
 def set_default_model(connection: Connection, *, model_id: int) -> MLModel:
@@ -518,12 +473,12 @@ def create_matching_engine_index(
         is_grpc=is_grpc,
         api_endpoint=api_endpoint,
     )
-    with translated_errors(unique=_INDEX_UNIQUE, foreign_keys=_INDEX_FOREIGN_KEYS):
+    with translated_errors(connection=connection):
         # FOR KEY SHARE: the model cannot vanish before the insert's foreign key check.
         if connection.execute(build_lock_model(model_id=model_id, key_share=True)).first():
             row = connection.execute(statement).first()
             if row is not None:
-                return _index_from_row(row._mapping)
+                return to_record(MatchingEngineIndex, row)
             name_taken = connection.execute(build_index_name_taken(index_name=index_name))
             field = "index_name" if name_taken.scalar_one() else "deployed_index_id"
             raise AlreadyExists(f"an index with this {field} already exists", field=field)
@@ -536,11 +491,8 @@ def get_index_by_name(connection: Connection, *, index_name: str) -> MatchingEng
     Raises InvalidInput for a bad name, NotFound when no index has it, DatabaseError.
     """
     index_name = check_text("index_name", index_name)
-    with translated_errors():
-        row = connection.execute(build_select_indexes(index_name=index_name)).first()
-    if row is None:
-        raise NotFound("no matching-engine index with this index_name")
-    return _index_from_row(row._mapping)
+    return fetch_one(connection, build_select_indexes(index_name=index_name),
+                     MatchingEngineIndex, missing="no matching-engine index with this index_name")
 
 
 def list_indexes_for_model(connection: Connection, *, model_id: int) -> list[MatchingEngineIndex]:
@@ -549,6 +501,4 @@ def list_indexes_for_model(connection: Connection, *, model_id: int) -> list[Mat
     Raises InvalidInput for a bad id, DatabaseError.
     """
     model_id = check_int("model_id", model_id)
-    with translated_errors():
-        rows = connection.execute(build_select_indexes(model_id=model_id))
-        return [_index_from_row(row._mapping) for row in rows]
+    return fetch_all(connection, build_select_indexes(model_id=model_id), MatchingEngineIndex)

@@ -3,19 +3,48 @@
 The week starts at 00:00 UTC on the most recent occurrence (today included) of the weekday
 the user signed up. A request counts once, with its largest cell_count among its rows in the
 window, unless one of those rows is FAILED; rows without a request_id are ignored.
+
+A quota is read in ONE statement (the user, their lifetime usage, the week's start and the
+cells used in it), so that under READ COMMITTED it comes from one snapshot: two statements
+could see different activity and report a week that used more than the whole lifetime.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Final
 
 import attrs
-from sqlalchemy import Connection, Select, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Row,
+    Select,
+    bindparam,
+    cast,
+    extract,
+    func,
+    select,
+    true,
+    type_coerce,
+)
 
-from casdb._checks import from_db_time, to_db_time, translated_errors
-from casdb.queries.users import User, get_user, get_user_with_usage
-from casdb.tables import UserActivityEvent, users_useractivity
+from casdb._checks import check_int, check_time
+from casdb.errors import InvalidInput
+from casdb.queries._rows import fetch_one
+from casdb.queries.users import build_user_with_usage, user_with_usage_from_row
+from casdb.tables import UserActivityEvent, UTCDateTime, users_user, users_useractivity
+
+__all__ = [
+    "UserQuota",
+    "build_cells_in_window",
+    "build_user_quota",
+    "cells_processed_this_week",
+    "get_user_quota",
+]
+
+WEEK: Final = dt.timedelta(days=7)
 
 
 @attrs.frozen
@@ -31,18 +60,21 @@ class UserQuota:
     quota_increased: bool
 
 
-def week_start(signed_up: dt.datetime, now: dt.datetime) -> dt.datetime:
-    """Return 00:00 of the most recent day, ``now``'s day included, on ``signed_up``'s weekday.
+def _week_start(now: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
+    """00:00 of the most recent day, ``now``'s day included, on the signup weekday."""
+    days_back = (
+        cast(extract("isodow", now), Integer)
+        - cast(extract("isodow", users_user.c.created_at), Integer)
+        + 7
+    ) % 7
+    start = func.date_trunc("day", now) - func.make_interval(0, 0, 0, days_back)
+    return type_coerce(start, UTCDateTime)
 
-    Both arguments and the result share one convention (all naive UTC or all aware UTC).
-    """
-    days_back = (now.weekday() - signed_up.weekday()) % 7
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    return midnight - dt.timedelta(days=days_back)
 
-
-def build_cells_in_window(user_id: int, start: dt.datetime, end: dt.datetime) -> Select[Any]:
-    """SELECT the cells a user's requests used between ``start`` and ``end`` (naive UTC)."""
+def build_cells_in_window(
+    user_id: int, start: ColumnElement[Any] | dt.datetime, end: ColumnElement[Any] | dt.datetime
+) -> Select[Any]:
+    """SELECT the cells a user's requests used between ``start`` and ``end`` (both included)."""
     per_request = (
         select(
             func.max(users_useractivity.c.cell_count).label("cells"),
@@ -60,38 +92,62 @@ def build_cells_in_window(user_id: int, start: dt.datetime, end: dt.datetime) ->
     return select(func.coalesce(total, 0))
 
 
-def _window(connection: Connection, user: User, now: dt.datetime) -> tuple[dt.datetime, int]:
-    """Return the start of the user's current week and the cells used in it up to ``now``."""
-    now_db = to_db_time("now", now)
-    start = week_start(user.created_at.replace(tzinfo=None), now_db)
-    with translated_errors():
-        cells = connection.execute(build_cells_in_window(user.id, start, now_db)).scalar_one()
-    return start, int(cells)
+def build_user_quota(user_id: int, now: dt.datetime) -> Select[Any]:
+    """SELECT, in one statement, a user's columns, usage totals (build_user_with_usage), the
+    start of their week at ``now`` (``week_start``) and the cells used in it up to ``now``
+    (``cells_this_week``). No row when the user does not exist."""
+    at = bindparam("now", now, type_=UTCDateTime)
+    week = (
+        select(users_user.c.id, _week_start(at).label("week_start"))
+        .where(users_user.c.id == user_id)
+        .cte("week")
+    )
+    cells = build_cells_in_window(user_id, week.c.week_start, at)
+    return (
+        build_user_with_usage(user_id)
+        .add_columns(week.c.week_start, cells.scalar_subquery().label("cells_this_week"))
+        .join_from(users_user, week, true())
+    )
+
+
+def _check_now(now: object) -> dt.datetime:
+    """``now`` in UTC, far enough from the ends of datetime for a week on either side."""
+    now = check_time("now", now)
+    if not dt.datetime.min + 2 * WEEK <= now.replace(tzinfo=None) <= dt.datetime.max - 2 * WEEK:
+        raise InvalidInput("now is too close to the ends of the datetime range")
+    return now
+
+
+def _fetch(connection: Connection, user_id: object, now: object) -> Row[Any]:
+    user_id = check_int("user_id", user_id)
+    statement = build_user_quota(user_id, _check_now(now))
+    row: Row[Any] = fetch_one(connection, statement, lambda found: found,
+                              missing=f"no user with id {user_id}")
+    return row
 
 
 def cells_processed_this_week(connection: Connection, *, user_id: int, now: dt.datetime) -> int:
     """Return the cells the user's requests used in the current quota week up to ``now``.
 
     ``now`` must be timezone-aware. Raises NotFound for an unknown user, InvalidInput for bad
-    arguments.
+    arguments (before any SQL), DatabaseError.
     """
-    to_db_time("now", now)  # checked before any SQL
-    return _window(connection, get_user(connection, user_id=user_id), now)[1]
+    return int(_fetch(connection, user_id, now).cells_this_week)
 
 
 def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) -> UserQuota:
-    """Return the user's quota position at ``now`` (timezone-aware).
+    """Return the user's quota position at ``now`` (timezone-aware), read in one statement.
 
     remaining_weekly_quota = max(0, min(weekly remaining, lifetime remaining));
     quota_reset_date is the next week start strictly after ``now``;
     remaining_lifetime_quota is None for an unlimited lifetime quota, else never negative.
-    Raises NotFound for an unknown user, InvalidInput for bad arguments.
+    Raises NotFound for an unknown user, InvalidInput for bad arguments (before any SQL),
+    DatabaseError.
     """
-    to_db_time("now", now)  # checked before any SQL
-    found = get_user_with_usage(connection, user_id=user_id)
+    row = _fetch(connection, user_id, now)
+    found = user_with_usage_from_row(row)
     user, usage = found.user, found.usage
-    start, this_week = _window(connection, user, now)
-    weekly_remaining = user.cell_quota - this_week
+    weekly_remaining = user.cell_quota - int(row.cells_this_week)
     lifetime_remaining = (
         None
         if user.lifetime_cell_quota is None
@@ -104,10 +160,8 @@ def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) ->
         user_id=user.id,
         weekly_quota=user.cell_quota,
         remaining_weekly_quota=max(0, remaining),
-        quota_reset_date=from_db_time(start + dt.timedelta(days=7)),
+        quota_reset_date=row.week_start + WEEK,
         lifetime_quota=user.lifetime_cell_quota,
         remaining_lifetime_quota=lifetime_remaining,
         quota_increased=user.quota_increased,
     )
-
-

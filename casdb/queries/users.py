@@ -15,14 +15,34 @@ from casdb._checks import (
     check_int,
     check_optional_int,
     check_text,
-    from_db_time,
-    to_db_time,
-    translated_errors,
+    check_time,
 )
-from casdb.errors import AlreadyExists, NotFound
+from casdb.errors import AlreadyExists
+from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
 from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
-EMAIL_CONSTRAINT: Final = "uq_users_user_email"
+__all__ = [
+    "UNSET",
+    "User",
+    "UserUsage",
+    "UserWithUsage",
+    "build_create_user",
+    "build_increase_lifetime_quota",
+    "build_select_users",
+    "build_update_user",
+    "build_user_with_usage",
+    "create_user",
+    "get_user",
+    "get_user_by_email",
+    "get_user_usage",
+    "get_user_with_usage",
+    "increase_lifetime_quota",
+    "list_users",
+    "opt_out_of_feedback",
+    "set_admin",
+    "set_user_active",
+    "set_weekly_cell_quota",
+]
 
 
 class _Unset:
@@ -69,19 +89,14 @@ class UserWithUsage:
     usage: UserUsage
 
 
-_USER_FIELDS = tuple(field.name for field in attrs.fields(User))
-_USER_COLUMNS = [users_user.c[name] for name in _USER_FIELDS]
+_USER_COLUMNS = record_columns(users_user, User)
 
 
-def _user_from_row(row: Row[Any]) -> User:
-    values = {name: row._mapping[name] for name in _USER_FIELDS}
-    return User(**values | {"created_at": from_db_time(values["created_at"])})
-
-
-def _user_with_usage_from_row(row: Row[Any]) -> UserWithUsage:
+def user_with_usage_from_row(row: Row[Any]) -> UserWithUsage:
+    """A row of build_user_with_usage as a record."""
     usage = UserUsage(user_id=row.id, total_cells_processed=int(row.total_cells),
                       total_requests_processed=int(row.total_requests))
-    return UserWithUsage(user=_user_from_row(row), usage=usage)
+    return UserWithUsage(user=to_record(User, row), usage=usage)
 
 
 def build_create_user(values: dict[str, Any]) -> Insert:
@@ -89,12 +104,7 @@ def build_create_user(values: dict[str, Any]) -> Insert:
 
     A taken email inserts nothing and returns no row, so the caller's transaction stays usable.
     """
-    return (
-        pg_insert(users_user)
-        .values(values)
-        .on_conflict_do_nothing(constraint=EMAIL_CONSTRAINT)
-        .returning(*_USER_COLUMNS)
-    )
+    return pg_insert(users_user).values(values).on_conflict_do_nothing().returning(*_USER_COLUMNS)
 
 
 def build_select_users() -> Select[Any]:
@@ -145,12 +155,10 @@ def build_user_with_usage(user_id: int) -> Select[Any]:
     ).where(users_user.c.id == user_id)
 
 
-def _one_user(connection: Connection, statement: Select[Any] | Update, what: str) -> User:
-    with translated_errors():
-        row = connection.execute(statement).one_or_none()
-    if row is None:
-        raise NotFound(f"no user with {what}")
-    return _user_from_row(row)
+def _update_user(connection: Connection, user_id: int, values: dict[str, Any]) -> User:
+    user_id = check_int("user_id", user_id)
+    return fetch_one(connection, build_update_user(user_id, values), User,
+                     missing=f"no user with id {user_id}")
 
 
 def create_user(
@@ -191,33 +199,30 @@ def create_user(
             "lifetime_cell_quota", lifetime_cell_quota, minimum=0
         )
     if not isinstance(created_at, _Unset):
-        values["created_at"] = to_db_time("created_at", created_at)
-    with translated_errors():
-        row = connection.execute(build_create_user(values)).one_or_none()
-    if row is None:
+        values["created_at"] = check_time("created_at", created_at)
+    user = fetch_optional(connection, build_create_user(values), User)
+    if user is None:
         raise AlreadyExists("a user with this email already exists", field="email")
-    return _user_from_row(row)
+    return user
 
 
 def get_user(connection: Connection, *, user_id: int) -> User:
     """Return the user with ``user_id``. Raises NotFound, or InvalidInput for a bad id."""
-    check_int("user_id", user_id)
+    user_id = check_int("user_id", user_id)
     statement = build_select_users().where(users_user.c.id == user_id)
-    return _one_user(connection, statement, f"id {user_id}")
+    return fetch_one(connection, statement, User, missing=f"no user with id {user_id}")
 
 
 def get_user_by_email(connection: Connection, *, email: str) -> User:
     """Return the user whose email is exactly ``email``. Raises NotFound or InvalidInput."""
-    check_text("email", email)
+    email = check_text("email", email)
     statement = build_select_users().where(users_user.c.email == email)
-    return _one_user(connection, statement, "this email")
+    return fetch_one(connection, statement, User, missing="no user with this email")
 
 
 def list_users(connection: Connection) -> list[User]:
     """Return every user, ordered by id."""
-    with translated_errors():
-        rows = connection.execute(build_select_users()).all()
-    return [_user_from_row(row) for row in rows]
+    return fetch_all(connection, build_select_users(), User)
 
 
 def set_user_active(connection: Connection, *, user_id: int, active: bool) -> User:
@@ -225,23 +230,17 @@ def set_user_active(connection: Connection, *, user_id: int, active: bool) -> Us
 
     Raises NotFound for an unknown id, InvalidInput for bad arguments.
     """
-    values = {"active": check_bool("active", active)}
-    check_int("user_id", user_id)
-    return _one_user(connection, build_update_user(user_id, values), f"id {user_id}")
+    return _update_user(connection, user_id, {"active": check_bool("active", active)})
 
 
 def set_admin(connection: Connection, *, user_id: int, is_admin: bool) -> User:
     """Grant or revoke admin rights; return the updated User. Raises NotFound, InvalidInput."""
-    values = {"is_admin": check_bool("is_admin", is_admin)}
-    check_int("user_id", user_id)
-    return _one_user(connection, build_update_user(user_id, values), f"id {user_id}")
+    return _update_user(connection, user_id, {"is_admin": check_bool("is_admin", is_admin)})
 
 
 def opt_out_of_feedback(connection: Connection, *, user_id: int) -> User:
     """Stop asking the user for feedback; return the updated User. Raises NotFound."""
-    check_int("user_id", user_id)
-    statement = build_update_user(user_id, {"ask_for_feedback": False})
-    return _one_user(connection, statement, f"id {user_id}")
+    return _update_user(connection, user_id, {"ask_for_feedback": False})
 
 
 def increase_lifetime_quota(
@@ -255,13 +254,10 @@ def increase_lifetime_quota(
     Returns the User as it is afterwards. Raises NotFound for an unknown id, InvalidInput for a
     negative or non-integer quota.
     """
-    check_int("user_id", user_id)
-    check_optional_int("new_quota", new_quota, minimum=0)
-    with translated_errors():
-        row = connection.execute(build_increase_lifetime_quota(user_id, new_quota)).one_or_none()
-    if row is not None:
-        return _user_from_row(row)
-    return get_user(connection, user_id=user_id)  # already increased (or NotFound)
+    user_id = check_int("user_id", user_id)
+    new_quota = check_optional_int("new_quota", new_quota, minimum=0)
+    user = fetch_optional(connection, build_increase_lifetime_quota(user_id, new_quota), User)
+    return user or get_user(connection, user_id=user_id)  # already increased (or NotFound)
 
 
 def get_user_with_usage(connection: Connection, *, user_id: int) -> UserWithUsage:
@@ -269,12 +265,9 @@ def get_user_with_usage(connection: Connection, *, user_id: int) -> UserWithUsag
 
     Raises NotFound for an unknown id, InvalidInput for a bad id.
     """
-    check_int("user_id", user_id)
-    with translated_errors():
-        row = connection.execute(build_user_with_usage(user_id)).one_or_none()
-    if row is None:
-        raise NotFound(f"no user with id {user_id}")
-    return _user_with_usage_from_row(row)
+    user_id = check_int("user_id", user_id)
+    return fetch_one(connection, build_user_with_usage(user_id), user_with_usage_from_row,
+                     missing=f"no user with id {user_id}")
 
 
 def get_user_usage(connection: Connection, *, user_id: int) -> UserUsage:
@@ -290,6 +283,6 @@ def set_weekly_cell_quota(connection: Connection, *, user_id: int, cell_quota: i
 
     Raises NotFound for an unknown id, InvalidInput for a negative or non-integer quota.
     """
-    values = {"cell_quota": check_int("cell_quota", cell_quota, minimum=0)}
-    check_int("user_id", user_id)
-    return _one_user(connection, build_update_user(user_id, values), f"id {user_id}")
+    return _update_user(
+        connection, user_id, {"cell_quota": check_int("cell_quota", cell_quota, minimum=0)}
+    )
