@@ -120,10 +120,14 @@ def wait_for_replica(
     """
     limit = _check_timeout(timeout)
     started = time.monotonic()
-    with translated_errors(), _leaving_no_transaction(writer_connection):
+    with translated_errors(connection=writer_connection), _leaving_no_transaction(
+        writer_connection
+    ):
         target = writer_connection.execute(_WRITER_POSITION).scalar_one()
     poll = _FIRST_POLL_S
-    with translated_errors(), _leaving_no_transaction(reader_connection) as was_in_transaction:
+    with translated_errors(connection=reader_connection), _leaving_no_transaction(
+        reader_connection
+    ) as was_in_transaction:
         while True:
             in_recovery, replayed, caught_up, isolation = reader_connection.execute(
                 _READER_STATE, {"target": target}
