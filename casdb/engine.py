@@ -170,10 +170,9 @@ def create_engines(
     """
     if config is None:
         from_env = config_from_env()
-        reader_from_env = reader_config_from_env(from_env)
-        writer_config = resolve_config(from_env, allow_local=allow_local)
         if reader_config is None:
-            reader_config = reader_from_env
+            reader_config = reader_config_from_env(from_env)
+        writer_config = resolve_config(from_env, allow_local=allow_local)
     else:
         writer_config = config
     writer = create_engine(writer_config, echo=echo)
