@@ -979,7 +979,7 @@ MAX_RESERVED_INDEXES: Final = 10_000_000
 
 def _index_column(table: object) -> tuple[Table, str]:
     if not isinstance(table, str) or table not in _INDEXED:
-        raise InvalidInput(f"table must be 'cells' or 'features', got {table!r}"[:200])
+        raise InvalidInput(f"table must be 'cells' or 'features', got {describe(table)}")
     return _INDEXED[table]
 
 
