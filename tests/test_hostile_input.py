@@ -7,7 +7,7 @@ import datetime as dt
 import inspect
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -141,6 +141,11 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
         "columns": _arg(st.none() | st.lists(st.sampled_from(
             ["cell_type", "tissue", "obs_metadata_extra", "nope", "cell_type; --"]), max_size=3)),
     }),
+    "iter_cell_metadata_by_ids": (cells.iter_cell_metadata_by_ids, {
+        "cell_ids": _arg(st.lists(st.integers(0, 12), max_size=6)),
+        "columns": _arg(st.none() | st.lists(st.sampled_from(
+            ["cell_type", "tissue", "obs_metadata_extra", "nope", "cell_type; --"]), max_size=3)),
+    }),
 }
 
 
@@ -151,7 +156,9 @@ def run_hostile(engine: Engine, operation: Callable[..., Any], kwargs: dict[str,
         setup(conn)
         before = _checksum(conn)
         try:
-            operation(conn, **kwargs)
+            result = operation(conn, **kwargs)
+            if isinstance(result, Iterator):  # a lazy operation runs as it is consumed
+                list(result)
         except CasdbError:
             # The caller's transaction is still usable and holds nothing new.
             assert _checksum(conn) == before
