@@ -49,7 +49,7 @@ def _autocommits(connection: Connection) -> bool:
     """
     with _usable("COPY"):
         driver_connection = _driver_connection(connection)
-    return bool(driver_connection.autocommit) and not driver_connection.in_transaction
+    return bool(driver_connection.autocommit) and not driver_connection._in_transaction
 
 
 def _answered_by_server(error: BaseException) -> bool:
