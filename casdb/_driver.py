@@ -30,6 +30,7 @@ from sqlalchemy import Connection, NestedTransaction
 from sqlalchemy import exc as sa_exc
 
 from casdb._copy_text import ABORT_COPY
+from casdb.errors import InvalidInput
 
 _ERROR_RESPONSE = ord("E")
 
@@ -40,16 +41,14 @@ def _driver_connection(connection: Connection) -> Any:
     return driver_connection
 
 
-def _autocommits(connection: Connection) -> bool:
-    """True when each statement on ``connection`` commits by itself.
+def _autocommit_state(connection: Connection) -> tuple[bool, bool]:
+    """(AUTOCOMMIT mode, a transaction block open on the server) of ``connection``.
 
-    That is AUTOCOMMIT mode with no transaction block open on the server (pg8000 tracks the
-    server's transaction status from every ReadyForQuery). A statement then is atomic on its
-    own and committed when it returns.
+    pg8000 tracks the server's transaction status from every ReadyForQuery.
     """
     with _usable("COPY"):
         driver_connection = _driver_connection(connection)
-    return bool(driver_connection.autocommit) and not driver_connection._in_transaction
+    return bool(driver_connection.autocommit), bool(driver_connection._in_transaction)
 
 
 def _answered_by_server(error: BaseException) -> bool:
@@ -127,11 +126,19 @@ def copy_all_or_nothing(connection: Connection, statement: str, chunks: Iterable
     """:func:`copy_from_stdin`, all or nothing whatever the connection's mode.
 
     Inside a transaction the COPY runs in a savepoint, rolled back on any error, so that the
-    caller's transaction stays usable. On an AUTOCOMMIT connection outside any transaction
-    block it runs bare: one statement is atomic by itself and is committed when it returns (a
-    savepoint there would open a transaction that nobody commits).
+    caller's transaction stays usable. On an AUTOCOMMIT connection it runs bare: one statement
+    is atomic by itself and is committed when it returns (a savepoint there would open a
+    transaction that nobody commits). An AUTOCOMMIT connection on which the server has a
+    transaction block open (an explicit BEGIN, or a stray one) is refused with InvalidInput
+    before any SQL: what the COPY wrote would not be committed when it returns.
     """
-    if _autocommits(connection):
+    autocommit, in_block = _autocommit_state(connection)
+    if autocommit and in_block:
+        raise InvalidInput(
+            "the connection is in AUTOCOMMIT mode but the server has a transaction block open, "
+            "so the rows would not be committed on return: commit or roll it back first"
+        )
+    if autocommit:
         return copy_from_stdin(connection, statement, chunks)
     with _usable(statement):
         savepoint = connection.begin_nested()

@@ -21,7 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import URL, Connection, Engine, text
 
+import casdb
 from casdb import AlreadyExists, CasdbError, DatabaseError, InvalidInput
+from casdb.engine import config_for_url
 from casdb.queries import cells, keys, users
 from tests.conftest import rolled_back
 from tests.faultproxy import fault_proxy
@@ -212,22 +214,41 @@ def test_autocommit_insert_is_committed_on_return_and_all_or_nothing(engine: Eng
             cells.delete_ingest(conn, cas_ingest_id="auto")
 
 
-def test_autocommit_with_an_explicit_transaction_block_stays_the_callers(
+def test_autocommit_with_a_transaction_block_open_is_refused_before_any_sql(
         engine: Engine) -> None:
     with engine.begin() as conn:
         cells.create_ingest(conn, cas_ingest_id="auto-tx", dataset_id="d")
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("BEGIN")
-            assert cells.insert_cells(conn, rows=_cells(800_000, 10, "auto-tx")) == 10
-            with pytest.raises(AlreadyExists):  # rolled back to its savepoint only
-                cells.insert_cells(conn, rows=_cells(800_005, 10, "auto-tx"))
-            assert _count(engine, "auto-tx") == 0  # the caller has not committed
+            with pytest.raises(InvalidInput, match="AUTOCOMMIT.*transaction block open"):
+                cells.insert_cells(conn, rows=_cells(800_000, 10, "auto-tx"))
             conn.exec_driver_sql("COMMIT")
+            assert cells.insert_cells(conn, rows=_cells(800_000, 10, "auto-tx")) == 10
         assert _count(engine, "auto-tx") == 10
     finally:
         with engine.begin() as conn:
             cells.delete_ingest(conn, cas_ingest_id="auto-tx")
+
+
+def test_autocommit_on_a_reused_pre_pinged_connection_never_loses_rows(engine: Engine) -> None:
+    """Pre-ping on pg8000 could leave a stray transaction under AUTOCOMMIT (issue 10, defect
+    3): the insert then either commits or refuses, never reports rows that vanish."""
+    pinged = casdb.create_engine(config_for_url(engine.url, pool_size=1))
+    try:
+        with pinged.begin() as conn:
+            cells.create_ingest(conn, cas_ingest_id="auto-ping", dataset_id="d")
+        written = 0
+        for attempt in range(3):
+            with pinged.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                with contextlib.suppress(InvalidInput):
+                    written += cells.insert_cells(conn, rows=_cells(810_000 + attempt, 1,
+                                                                    "auto-ping"))
+            assert _count(engine, "auto-ping") == written
+    finally:
+        with pinged.begin() as conn:
+            cells.delete_ingest(conn, cas_ingest_id="auto-ping")
+        pinged.dispose()
 
 
 # -- defect 6: a COPY the server rejected stops streaming within a chunk ---------------------
