@@ -25,6 +25,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from casdb._driver import driver_socket
 from casdb.config import DatabaseConfig, config_for_url, config_from_env, parse_bool
 from casdb.errors import ConfigurationError
 from casdb.local import default_server
@@ -176,14 +177,14 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
 
     @event.listens_for(engine, "connect")
     def connected(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         if sock is not None:
             _tune_keepalive(sock)
         record.info[_FRESH] = True
 
     @event.listens_for(engine, "checkout")
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         fresh = record.info.pop(_FRESH, False)
         if config.pool_pre_ping and not fresh:
             if sock is not None:
@@ -201,7 +202,7 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
     @event.listens_for(engine, "reset")
     def returned(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
         # Bound the pool's rollback-on-return like connecting.
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         if sock is not None and not state.terminate_only:
             sock.settimeout(pool_bound)
 
@@ -237,26 +238,8 @@ def _socket_timeout(context: ExceptionContext) -> float | None:
     if connection is None or connection.invalidated or connection.closed:
         return None
     try:
-        sock = _driver_socket(connection.connection.driver_connection)
+        sock = driver_socket(connection.connection.driver_connection)
     except Exception:  # the message only: never mask the error being handled
         return None
     return None if sock is None else sock.gettimeout()
 
-
-# --- the pg8000 seam ---------------------------------------------------------------------
-# The only code in this module that reaches into pg8000 internals (the lead moves it into
-# casdb/_driver.py): pg8000 has no public accessor for its socket.
-
-
-def _driver_socket(dbapi_connection: Any) -> socket.socket | None:
-    """Return the socket (plain or TLS) under a pg8000 connection; None once it is closed.
-
-    Raises RuntimeError when pg8000 no longer keeps it where casdb looks (``_usock``).
-    """
-    try:
-        sock = dbapi_connection._usock
-    except AttributeError:
-        raise RuntimeError(
-            "this pg8000 version keeps its socket elsewhere: casdb cannot bound its waits"
-        ) from None
-    return sock if isinstance(sock, socket.socket) else None

@@ -92,8 +92,7 @@ ARGUMENTS.update({
     cells.find_existing_indexes: {"table": "cells", "ids": [1]},
 })
 OPERATIONS = public_operations()
-if hasattr(cells, "iter_cell_metadata_by_ids"):  # being added by another branch
-    ARGUMENTS[cells.iter_cell_metadata_by_ids] = {"cell_ids": [1, 2]}
+ARGUMENTS[cells.iter_cell_metadata_by_ids] = {"cell_ids": [1, 2]}
 
 
 def _call(operation: Callable[..., Any], conn: Connection) -> Any:
