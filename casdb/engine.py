@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-import select
 import socket
-import ssl
-import struct
 from typing import Any
 
 import sqlalchemy
@@ -28,6 +25,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from casdb._driver import driver_socket, pending_fatal_error
 from casdb.config import (
     DatabaseConfig,
     config_for_url,
@@ -242,14 +240,14 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
 
     @event.listens_for(engine, "connect")
     def connected(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         if sock is not None:
             _tune_keepalive(sock)
         record.info[_FRESH] = True
 
     @event.listens_for(engine, "checkout")
     def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         fresh = record.info.pop(_FRESH, False)
         if config.pool_pre_ping and not fresh:
             if sock is not None:
@@ -267,7 +265,7 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
     @event.listens_for(engine, "reset")
     def returned(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
         # Bound the pool's rollback-on-return like connecting.
-        sock = _driver_socket(dbapi_connection)
+        sock = driver_socket(dbapi_connection)
         if sock is not None and not state.terminate_only:
             sock.settimeout(pool_bound)
 
@@ -279,7 +277,7 @@ def _install_lifecycle(engine: Engine, config: DatabaseConfig) -> None:
         # pg_terminate_backend, a shutdown) sends a FATAL ErrorResponse and closes. Sending
         # the next statement then makes the kernel reset the socket, which drops that message:
         # the caller learnt only "network error". Read it first and report the server's words.
-        fields = _pending_fatal(conn.connection.driver_connection)
+        fields = pending_fatal_error(conn.connection.driver_connection)
         if fields is not None:
             error = dbapi.DatabaseError(fields)
             setattr(error, _FATAL, True)
@@ -321,55 +319,7 @@ def _socket_timeout(context: ExceptionContext) -> float | None:
     if connection is None or connection.invalidated or connection.closed:
         return None
     try:
-        sock = _driver_socket(connection.connection.driver_connection)
+        sock = driver_socket(connection.connection.driver_connection)
     except Exception:  # the message only: never mask the error being handled
         return None
     return None if sock is None else sock.gettimeout()
-
-
-# --- the pg8000 seam ---------------------------------------------------------------------
-# The only code in this module that reaches into pg8000 internals (the lead moves it into
-# casdb/_driver.py): pg8000 has no public accessor for its socket.
-
-
-def _driver_socket(dbapi_connection: Any) -> socket.socket | None:
-    """Return the socket (plain or TLS) under a pg8000 connection; None once it is closed.
-
-    Raises RuntimeError when pg8000 no longer keeps it where casdb looks (``_usock``).
-    """
-    try:
-        sock = dbapi_connection._usock
-    except AttributeError:
-        raise RuntimeError(
-            "this pg8000 version keeps its socket elsewhere: casdb cannot bound its waits"
-        ) from None
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _pending_fatal(dbapi_connection: Any) -> dict[str, str] | None:
-    """Return the fields of a FATAL ErrorResponse waiting on an idle pg8000 connection.
-
-    Reads nothing unless an ErrorResponse ("E") is waiting: any other message is left for
-    pg8000. Returns None when nothing is waiting or the connection cannot be probed (the
-    probe never raises: the statement then runs and fails, or not, as it would have).
-    """
-    try:
-        sock = _driver_socket(dbapi_connection)
-        buffered = dbapi_connection._sock  # pg8000's buffered reader/writer over ``sock``
-        if sock is None or buffered is None:
-            return None
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        if not pending and not select.select([sock], [], [], 0)[0]:
-            return None
-        if buffered.peek(1)[:1] != b"E":
-            return None
-        _code, length = struct.unpack("!cI", buffered.read(5))
-        body = buffered.read(length - 4)
-    except Exception:
-        return None
-    fields = {
-        part[:1].decode("ascii", "replace"): part[1:].decode("utf-8", "replace")
-        for part in body.split(b"\x00")
-        if part
-    }
-    return fields or None

@@ -105,7 +105,8 @@ class UserActivityEvent(enum.Enum):
     STARTED = "STARTED"
 
 
-# ``info["noun"]``: what a row is called in messages ("no user with this id").
+# ``info["noun"]``: what a row is called in messages ("no user with this id"); ``info["hint"]``,
+# what to do about a missing one.
 users_user = Table(
     "users_user",
     metadata,
@@ -244,7 +245,7 @@ cells_ingestinfo = Table(
     Column("uns_metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("ingest_timestamp", UTCDateTime, nullable=True, server_default=UTC_NOW),
     Column("dataset_version_id", String(255), nullable=True),
-    info={"noun": "ingest"},
+    info={"noun": "ingest", "hint": "create_ingest first"},
 )
 
 cells_featureinfo = Table(
@@ -340,7 +341,10 @@ def _foreign_key_messages() -> dict[str, str]:
             if isinstance(constraint, ForeignKeyConstraint) and isinstance(constraint.name, str):
                 referred = constraint.elements[0].column
                 noun = referred.table.info["noun"]
-                messages[constraint.name] = f"no {noun} with this {referred.name}"
+                hint = referred.table.info.get("hint")
+                messages[constraint.name] = f"no {noun} with this {referred.name}" + (
+                    f" ({hint})" if hint else ""
+                )
     return messages
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import URL, Connection, Engine, select
 from sqlalchemy.dialects import postgresql
 
-from casdb import AlreadyExists, InvalidInput, NotFound
+from casdb import AlreadyExists, InvalidInput, NotFound, _copy_text
 from casdb.queries import cells
 from casdb.queries.cells import CellRecord, FeatureRecord
 from casdb.tables import cells_cellinfo, cells_featureinfo
@@ -220,17 +220,17 @@ def test_selected_columns_in_the_order_asked(conn: Connection, ingest: str) -> N
 
 def test_big_rows_shrink_the_chunks(conn: Connection, ingest: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cells, "COPY_CHUNK_ROWS", 50)
-    monkeypatch.setattr(cells, "COPY_CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(_copy_text, "COPY_CHUNK_ROWS", 50)
+    monkeypatch.setattr(_copy_text, "COPY_CHUNK_BYTES", 20_000)
     sent: list[int] = []
-    original = cells._CopyLayout.chunk
+    original = _copy_text.CopyLayout.chunk
 
     def chunk(self: Any, first_index: int, pending: list[Any]) -> bytes:
         data = original(self, first_index, pending)
         sent.append(len(data))
         return data
 
-    monkeypatch.setattr(cells._CopyLayout, "chunk", chunk)
+    monkeypatch.setattr(_copy_text.CopyLayout, "chunk", chunk)
     big = {"blob": "x\ty" * 2_000}
     rows = [_cell(n, obs_metadata_extra=big) for n in range(200)]
     assert cells.insert_cells(conn, rows=iter(rows)) == 200

@@ -18,13 +18,9 @@ from sqlalchemy import URL, Engine, text
 
 import casdb
 from casdb import DatabaseError
+from casdb._driver import driver_socket
 from casdb.config import config_for_url
-from casdb.engine import (
-    KEEPALIVE_COUNT,
-    KEEPALIVE_IDLE_S,
-    KEEPALIVE_INTERVAL_S,
-    _driver_socket,
-)
+from casdb.engine import KEEPALIVE_COUNT, KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S
 from casdb.queries import users
 from tests.faultproxy import FaultProxy, fault_proxy
 
@@ -105,7 +101,7 @@ def test_tcp_connections_have_short_keepalives(engine: Engine) -> None:
     eng = casdb.create_engine(config_for_url(engine.url))
     try:
         with eng.connect() as conn:
-            sock = _driver_socket(conn.connection.driver_connection)
+            sock = driver_socket(conn.connection.driver_connection)
             assert sock is not None and sock.family == socket.AF_INET
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S

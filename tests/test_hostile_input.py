@@ -229,17 +229,16 @@ OPERATIONS: dict[str, tuple[Callable[..., Any], dict[str, st.SearchStrategy[Any]
         "columns": _arg(st.none() | st.lists(st.sampled_from(
             ["cell_type", "tissue", "obs_metadata_extra", "nope", "cell_type; --"]), max_size=3)),
     }),
+    "iter_cell_metadata_by_ids": (cells.iter_cell_metadata_by_ids, {
+        "cell_ids": _arg(st.lists(st.integers(0, 12), max_size=6)),
+        "columns": _arg(st.none() | st.lists(st.sampled_from(
+            ["cell_type", "tissue", "obs_metadata_extra", "nope", "cell_type; --"]), max_size=3)),
+    }),
 }
 
 # operation -> strategies of its keyword arguments, valid values only
 VALID = {name: {argument: _VALID_OF[id(mixed)] for argument, mixed in arguments.items()}
          for name, (_, arguments) in OPERATIONS.items()}
-
-if hasattr(cells, "iter_cell_metadata_by_ids"):  # being added by another branch
-    OPERATIONS["iter_cell_metadata_by_ids"] = (
-        cells.iter_cell_metadata_by_ids, OPERATIONS["get_cell_metadata_by_ids"][1])
-    VALID["iter_cell_metadata_by_ids"] = VALID["get_cell_metadata_by_ids"]
-
 
 def consume(result: Any) -> Any:
     """The result of an operation; a generator (an iter_* operation) is run to its end."""

@@ -12,7 +12,7 @@ import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import Boolean, DateTime, Engine, Enum, Integer, String, Table, Text
+from sqlalchemy import Boolean, DateTime, Engine, Enum, Integer, String, Table, Text, TypeDecorator
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from casdb import InvalidInput
@@ -46,6 +46,8 @@ def assert_fits(table: Table, values: Mapping[str, Any]) -> None:
             assert column.nullable or column.server_default is not None or name in FILLED_IN, name
             continue
         kind = column.type
+        if isinstance(kind, TypeDecorator):  # UTCDateTime, SecretText: judge the stored type
+            kind = kind.impl_instance
         if isinstance(kind, Enum):
             assert isinstance(value, kind.enum_class) or value in kind.enum_class.__members__, name
         elif isinstance(kind, String | Text):
