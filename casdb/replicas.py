@@ -41,7 +41,7 @@ READ_ONLY_OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "ml_models": ("list_models", "get_model_by_name", "get_default_model",
                   "get_index_by_name", "list_indexes_for_model"),
     "cells": ("get_ingest", "list_ingests", "list_features_for_ingest", "count_cells",
-              "get_cell_metadata_by_ids", "find_existing_indexes"),
+              "get_cell_metadata_by_ids", "iter_cell_metadata_by_ids", "find_existing_indexes"),
 }
 
 #: Reads whose answer decides what the caller does next and so must see the caller's own

@@ -325,12 +325,11 @@ def test_every_read_only_operation_runs_on_the_reader(
 
 
 def _operations(module: Any) -> set[str]:
+    # The public operations: what the module exports that takes a connection first.
     return {
         name
-        for name, value in vars(module).items()
-        if inspect.isfunction(value)
-        and value.__module__ == module.__name__
-        and not name.startswith(("_", "build_"))
+        for name in module.__all__
+        if inspect.isfunction(value := getattr(module, name))
         and next(iter(inspect.signature(value).parameters), None) == "connection"
     }
 
