@@ -101,20 +101,62 @@ def _is_serial_default(default: Any) -> bool:
     return isinstance(default, str) and default.startswith("nextval(")
 
 
+Check = tuple[bool, str, bool]
+"""(differs, message, blocking): one property of an object present on both sides."""
+
+
+def _compare_keyed(
+    kind: str,
+    want: dict[Any, Row],
+    have: dict[Any, Row],
+    *,
+    label: Callable[[Any], str] = str,
+    extra: Callable[[str, Row], Difference] | None = None,
+    checks: Callable[[str, Row, Row], list[Check]] = lambda name, want, have: [],
+) -> list[Difference]:
+    """Compare objects by key: a missing one blocks, an extra one is harmless unless ``extra``
+    describes it otherwise, and each of the ``checks`` of one on both sides that differs."""
+    out = [Difference(kind, f"{label(k)} is missing", True) for k in sorted(want - have.keys())]
+    for k in sorted(have.keys() - want.keys()):
+        name = label(k)
+        out.append(extra(name, have[k]) if extra else Difference(kind, f"{name} is extra", False))
+    for k in sorted(want.keys() & have.keys()):
+        out += [Difference(kind, message, blocking)
+                for differs, message, blocking in checks(label(k), want[k], have[k]) if differs]
+    return out
+
+
 def _compare_tables(expected: Snapshot, actual: Snapshot) -> list[Difference]:
-    want = {row.name for row in catalog.tables(expected)}
-    have = {row.name for row in catalog.tables(actual)}
-    out = [Difference("table", f"{name} is missing", True) for name in sorted(want - have)]
-    out += [
-        Difference(
+    def extra(name: str, _row: catalog.TableRow) -> Difference:
+        return Difference(
             "table",
             f"{name} is not a CAS table: casdb would not know its rows "
             f"(move it out of the public schema: ALTER TABLE {name} SET SCHEMA <other>)",
             True,
         )
-        for name in sorted(have - want)
+
+    want = _by(catalog.tables(expected), lambda r: r.name)
+    have = _by(catalog.tables(actual), lambda r: r.name)
+    return _compare_keyed("table", want, have, extra=extra)
+
+
+def _column_checks(name: str, w: catalog.ColumnRow, h: catalog.ColumnRow) -> list[Check]:
+    state = {"YES": "nullable", "NO": "NOT NULL"}
+    serial = _is_serial_default(w.column_default) or _is_serial_default(h.column_default)
+    return [
+        (_column_type(w) != _column_type(h),
+         f"{name} is {_column_type(h)}, the baseline has {_column_type(w)}", True),
+        (w.is_nullable != h.is_nullable,
+         f"{name} is {state.get(h.is_nullable, h.is_nullable)}, "
+         f"the baseline has it {state.get(w.is_nullable, w.is_nullable)}", True),
+        (w.column_default != h.column_default,
+         f"{name} default is {h.column_default or 'none'}, "
+         f"the baseline has {w.column_default or 'none'}"
+         + (" (a serial column must use its baseline sequence)" if serial else ""), serial),
+        (w.ordinal_position != h.ordinal_position,
+         f"{name} is at position {h.ordinal_position}, "
+         f"the baseline has it at {w.ordinal_position}", False),
     ]
-    return out
 
 
 def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
@@ -126,84 +168,27 @@ def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     def key(row: catalog.ColumnRow) -> tuple[str, str]:
         return row.table_name, row.column_name
 
+    def extra(name: str, row: catalog.ColumnRow) -> Difference:
+        return Difference(
+            "column",
+            f"{name} ({_column_type(row)}) is not a CAS column: casdb would not know its data",
+            True,
+        )
+
     want = _by((r for r in catalog.columns(expected) if r.table_name in shared), key)
     have = _by((r for r in catalog.columns(actual) if r.table_name in shared), key)
-    out: list[Difference] = []
-    for k in sorted(want.keys() - have.keys()):
-        out.append(Difference("column", f"{k[0]}.{k[1]} is missing", True))
-    for k in sorted(have.keys() - want.keys()):
-        out.append(
-            Difference(
-                "column",
-                f"{k[0]}.{k[1]} ({_column_type(have[k])}) is not a CAS column: "
-                "casdb would not know its data",
-                True,
-            )
-        )
-    for k in sorted(want.keys() & have.keys()):
-        w, h = want[k], have[k]
-        name = f"{k[0]}.{k[1]}"
-        if _column_type(w) != _column_type(h):
-            out.append(
-                Difference(
-                    "column",
-                    f"{name} is {_column_type(h)}, the baseline has {_column_type(w)}",
-                    True,
-                )
-            )
-        if w.is_nullable != h.is_nullable:
-            state = {"YES": "nullable", "NO": "NOT NULL"}
-            out.append(
-                Difference(
-                    "column",
-                    f"{name} is {state.get(h.is_nullable, h.is_nullable)}, "
-                    f"the baseline has it {state.get(w.is_nullable, w.is_nullable)}",
-                    True,
-                )
-            )
-        if w.column_default != h.column_default:
-            serial = _is_serial_default(w.column_default) or _is_serial_default(h.column_default)
-            out.append(
-                Difference(
-                    "column",
-                    f"{name} default is {h.column_default or 'none'}, "
-                    f"the baseline has {w.column_default or 'none'}"
-                    + (" (a serial column must use its baseline sequence)" if serial else ""),
-                    serial,
-                )
-            )
-        if w.ordinal_position != h.ordinal_position:
-            out.append(
-                Difference(
-                    "column",
-                    f"{name} is at position {h.ordinal_position}, "
-                    f"the baseline has it at {w.ordinal_position}",
-                    False,
-                )
-            )
-    return out
+    return _compare_keyed("column", want, have, label=lambda k: f"{k[0]}.{k[1]}", extra=extra,
+                          checks=_column_checks)
 
 
 def _compare_enums(expected: Snapshot, actual: Snapshot) -> list[Difference]:
+    def checks(name: str, w: catalog.EnumRow, h: catalog.EnumRow) -> list[Check]:
+        return [(w.labels != h.labels, f"{name} has labels {h.labels}, the baseline {w.labels}",
+                 True)]
+
     want = _by(catalog.enums(expected), lambda r: r.name)
     have = _by(catalog.enums(actual), lambda r: r.name)
-    out = [
-        Difference("enum", f"type {name} is missing", True) for name in sorted(want - have.keys())
-    ]
-    out += [
-        Difference("enum", f"type {name} is extra", False) for name in sorted(have.keys() - want)
-    ]
-    for name in sorted(want.keys() & have.keys()):
-        if want[name].labels != have[name].labels:
-            out.append(
-                Difference(
-                    "enum",
-                    f"type {name} has labels {have[name].labels}, "
-                    f"the baseline {want[name].labels}",
-                    True,
-                )
-            )
-    return out
+    return _compare_keyed("enum", want, have, label="type {}".format, checks=checks)
 
 
 def _compare_named(
@@ -291,35 +276,19 @@ def _compare_indexes(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 
 
 def _compare_sequences(expected: Snapshot, actual: Snapshot) -> list[Difference]:
+    def checks(name: str, w: catalog.SequenceRow, h: catalog.SequenceRow) -> list[Check]:
+        return [
+            ((w.owned_by_table, w.owned_by_column) != (h.owned_by_table, h.owned_by_column),
+             f"{name} is owned by {h.owned_by_table}.{h.owned_by_column}, "
+             f"the baseline's by {w.owned_by_table}.{w.owned_by_column}", True),
+            (w.parameters != h.parameters,
+             f"{name} has parameters {list(h.parameters)} (type, start, increment, min, "
+             f"max, cache), the baseline {list(w.parameters)}", False),
+        ]
+
     want = _by(catalog.sequences(expected), lambda r: r.name)
     have = _by(catalog.sequences(actual), lambda r: r.name)
-    out = [
-        Difference("sequence", f"{name} is missing", True) for name in sorted(want - have.keys())
-    ]
-    out += [
-        Difference("sequence", f"{name} is extra", False) for name in sorted(have.keys() - want)
-    ]
-    for name in sorted(want.keys() & have.keys()):
-        w, h = want[name], have[name]
-        if (w.owned_by_table, w.owned_by_column) != (h.owned_by_table, h.owned_by_column):
-            out.append(
-                Difference(
-                    "sequence",
-                    f"{name} is owned by {h.owned_by_table}.{h.owned_by_column}, "
-                    f"the baseline's by {w.owned_by_table}.{w.owned_by_column}",
-                    True,
-                )
-            )
-        if w.parameters != h.parameters:
-            out.append(
-                Difference(
-                    "sequence",
-                    f"{name} has parameters {list(h.parameters)} (type, start, increment, min, "
-                    f"max, cache), the baseline {list(w.parameters)}",
-                    False,
-                )
-            )
-    return out
+    return _compare_keyed("sequence", want, have, checks=checks)
 
 
 def compare(expected: Snapshot, actual: Snapshot) -> list[Difference]:

@@ -7,12 +7,14 @@ adopt`` to check a live database before stamping it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection, text
 
 Snapshot = dict[str, list[list[Any]]]
+R = TypeVar("R")
 
 
 class TableRow(NamedTuple):
@@ -77,34 +79,22 @@ class EnumRow(NamedTuple):
     labels: list[str]
 
 
-def tables(snap: Snapshot) -> list[TableRow]:
-    """The snapshot's tables, typed."""
-    return [TableRow(*row) for row in snap.get("tables", [])]
+def _typed(kind: str, row: Callable[..., R]) -> Callable[[Snapshot], list[R]]:
+    """The accessor of a snapshot's ``kind``: its rows as ``row`` tuples."""
+
+    def read(snap: Snapshot) -> list[R]:
+        return [row(*values) for values in snap.get(kind, [])]
+
+    read.__doc__ = f"The snapshot's {kind}, typed."
+    return read
 
 
-def columns(snap: Snapshot) -> list[ColumnRow]:
-    """The snapshot's columns, typed."""
-    return [ColumnRow(*row) for row in snap.get("columns", [])]
-
-
-def constraints(snap: Snapshot) -> list[ConstraintRow]:
-    """The snapshot's constraints, typed."""
-    return [ConstraintRow(*row) for row in snap.get("constraints", [])]
-
-
-def indexes(snap: Snapshot) -> list[IndexRow]:
-    """The snapshot's indexes, typed."""
-    return [IndexRow(*row) for row in snap.get("indexes", [])]
-
-
-def sequences(snap: Snapshot) -> list[SequenceRow]:
-    """The snapshot's sequences, typed."""
-    return [SequenceRow(*row) for row in snap.get("sequences", [])]
-
-
-def enums(snap: Snapshot) -> list[EnumRow]:
-    """The snapshot's enum types, typed."""
-    return [EnumRow(*row) for row in snap.get("enums", [])]
+tables = _typed("tables", TableRow)
+columns = _typed("columns", ColumnRow)
+constraints = _typed("constraints", ConstraintRow)
+indexes = _typed("indexes", IndexRow)
+sequences = _typed("sequences", SequenceRow)
+enums = _typed("enums", EnumRow)
 
 _QUERIES = {
     "columns": """

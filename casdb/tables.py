@@ -248,6 +248,18 @@ cells_ingestinfo = Table(
     info={"noun": "ingest", "hint": "create_ingest first"},
 )
 
+
+def _ingest_of_row() -> Column[str]:
+    """The ingest a feature or cell belongs to: deleting the ingest deletes its rows."""
+    return Column(
+        "cas_ingest_id",
+        String(255),
+        ForeignKey("cells_ingestinfo.cas_ingest_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    )
+
+
 cells_featureinfo = Table(
     "cells_featureinfo",
     metadata,
@@ -260,13 +272,7 @@ cells_featureinfo = Table(
     Column("feature_is_filtered", Boolean, nullable=True, server_default=text("false")),
     Column("feature_reference", String(255), nullable=True),
     Column("var_metadata_extra", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column(
-        "cas_ingest_id",
-        String(255),
-        ForeignKey("cells_ingestinfo.cas_ingest_id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _ingest_of_row(),
     info={"noun": "feature"},
 )
 
@@ -283,13 +289,7 @@ cells_cellinfo = Table(
     "cells_cellinfo",
     metadata,
     Column("cas_cell_index", Integer, primary_key=True),
-    Column(
-        "cas_ingest_id",
-        String(255),
-        ForeignKey("cells_ingestinfo.cas_ingest_id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
+    _ingest_of_row(),
     Column("original_cell_id", String(255), nullable=True),
     Column("obs_metadata_extra", JSONB, nullable=True, server_default=text("'{}'::jsonb")),
     Column("is_primary_data", Boolean, nullable=True, server_default=text("true"), index=True),

@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import click
@@ -63,6 +63,11 @@ def local_options(function: F) -> F:
 def json_option(function: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="print JSON (for scripts) instead of text")(function)
+
+
+def command_options(function: F) -> F:
+    """--json and the database options of a command; its first argument is the State."""
+    return json_option(database_options(cast(F, pass_state(function))))
 
 
 # --- configuration and connections ---------------------------------------------------------
@@ -124,10 +129,17 @@ def connect(engine: Engine) -> Iterator[Connection]:
 
 
 @contextlib.contextmanager
+def connection(state: State) -> Iterator[tuple[Engine, Connection]]:
+    """A connection to the configured database, and its engine."""
+    with database(state) as engine, connect(engine) as connection_:
+        yield engine, connection_
+
+
+@contextlib.contextmanager
 def transaction(state: State) -> Iterator[tuple[Engine, Connection]]:
     """A connection in a transaction, committed when the block succeeds."""
-    with database(state) as engine, connect(engine) as connection, connection.begin():
-        yield engine, connection
+    with connection(state) as (engine, connection_), connection_.begin():
+        yield engine, connection_
 
 
 def find_user(connection: Connection, ref: str) -> users.User:
@@ -173,6 +185,26 @@ def emit_json(value: Any) -> None:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     out(format_table(headers, rows))
+
+
+def emit(record: Any, as_json: bool, line: str | None = None) -> None:
+    """``record`` as JSON with --json, else ``line``, else as ``name: value`` lines."""
+    if as_json:
+        emit_json(record)
+    elif line is None:
+        fields_text(record)
+    else:
+        out(line)
+
+
+def emit_table(
+    records: Sequence[Any], as_json: bool, headers: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    """``records`` as JSON with --json, else ``rows`` as a table under ``headers``."""
+    if as_json:
+        emit_json(records)
+    else:
+        table(headers, rows)
 
 
 def fields_text(record: Any, *, skip: Sequence[str] = ()) -> None:

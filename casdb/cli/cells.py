@@ -11,17 +11,14 @@ from casdb import ingest
 from casdb.cli._app import ExitCode, State
 from casdb.cli._progress import IngestBar
 from casdb.cli._shared import (
-    connect,
-    database,
-    database_options,
+    command_options,
+    connection,
     describe,
     emit_json,
-    json_option,
+    emit_table,
     jsonable,
     note,
     out,
-    pass_state,
-    table,
     transaction,
 )
 from casdb.errors import CasdbError
@@ -58,9 +55,7 @@ written), 2 usage or configuration error""")
 @click.option("--encoding", default="utf-8-sig", show_default=True,
               help="text encoding of a CSV/TSV file")
 @click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
-@json_option
-@database_options
-@pass_state
+@command_options
 def ingest_command(state: State, file: Path, ingest_id: str, dataset_id: str | None,
                    dataset_version_id: str | None, features: bool, assign_ids: bool,
                    dry_run: bool, max_problems: int, encoding: str, quiet: bool,
@@ -111,17 +106,13 @@ def ingest_command(state: State, file: Path, ingest_id: str, dataset_id: str | N
 
 
 @cells_group.command(name="list")
-@json_option
-@database_options
-@pass_state
+@command_options
 def list_(state: State, as_json: bool) -> None:
     """List the ingests with their number of cells."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (_, conn):
         found = [(i, cells.count_cells(conn, cas_ingest_id=i.cas_ingest_id))
                  for i in cells.list_ingests(conn)]
-    if as_json:
-        emit_json([{**jsonable(record), "cells": count} for record, count in found])
-        return
-    table(["ingest", "dataset", "version", "cells", "ingested"],
-          [(i.cas_ingest_id, i.dataset_id, i.dataset_version_id, n, i.ingest_timestamp)
-           for i, n in found])
+    emit_table([{**jsonable(record), "cells": count} for record, count in found], as_json,
+               ["ingest", "dataset", "version", "cells", "ingested"],
+               [(i.cas_ingest_id, i.dataset_id, i.dataset_version_id, n, i.ingest_timestamp)
+                for i, n in found])

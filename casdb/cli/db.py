@@ -14,12 +14,13 @@ from casdb.adopt import AdoptRefused, adopt
 from casdb.cli._app import ExitCode, State, UsageError
 from casdb.cli._progress import MigrationBar
 from casdb.cli._shared import (
+    command_options,
     connect,
+    connection,
     database,
     database_options,
     describe,
     emit_json,
-    json_option,
     out,
     pass_state,
 )
@@ -57,30 +58,30 @@ def _revisions_text(revisions: Sequence[str]) -> str:
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 
 
-@db.command(epilog=f"\b\nexamples:\n  casdb db upgrade\n  casdb db upgrade {BASELINE}\n"
-            "  casdb --url postgresql://u:p@host/cas db upgrade")
-@click.argument("revision", default="head", metavar="[REV]")
-@quiet_option
-@database_options
-@pass_state
-def upgrade(state: State, revision: str, quiet: bool) -> None:
-    """Migrate the database up to REV (default: head, or +N), with a progress bar.
-
-    Online: each step commits on its own, under a short lock_timeout with retries; a step the
-    database refuses stops the run, and running the command again resumes from there.
-    """
+def _migrate(state: State, command_name: str, revision: str, quiet: bool,
+             yes: bool = True) -> None:
+    """Upgrade or downgrade with a progress bar; say where the database was and is."""
+    downgrade = command_name == "downgrade"
     with database(state) as engine:
         with connect(engine) as conn:
             before = migrate.current_revisions(conn)
-        bar = MigrationBar(quiet=quiet, total=migrate.steps_between(before, revision))
-        with bar.shown(), _resumable("upgrade"):
-            migrate.upgrade(engine, revision)
+            if not yes and migrate.downgrade_drops_the_schema(conn, revision):
+                raise CasdbError(
+                    f"downgrading to {revision} drops every CAS table and all its rows; nothing "
+                    "was changed: add --yes to do it"
+                )
+        bar = MigrationBar(
+            quiet=quiet, total=migrate.steps_between(before, revision, downgrade=downgrade)
+        )
+        with bar.shown(), _resumable(command_name):
+            (migrate.downgrade if downgrade else migrate.upgrade)(engine, revision)
         with connect(engine) as conn:
             after = migrate.current_revisions(conn)
     if before == after:
         out(f"{describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
-        out(f"upgraded {describe(engine)}: {_revisions_text(before)} -> {_revisions_text(after)}")
+        out(f"{command_name}d {describe(engine)}: {_revisions_text(before)} -> "
+            f"{_revisions_text(after)}")
 
 
 @contextlib.contextmanager
@@ -97,6 +98,21 @@ def _resumable(command_name: str) -> Iterator[None]:
         ) from error
 
 
+@db.command(epilog=f"\b\nexamples:\n  casdb db upgrade\n  casdb db upgrade {BASELINE}\n"
+            "  casdb --url postgresql://u:p@host/cas db upgrade")
+@click.argument("revision", default="head", metavar="[REV]")
+@quiet_option
+@database_options
+@pass_state
+def upgrade(state: State, revision: str, quiet: bool) -> None:
+    """Migrate the database up to REV (default: head, or +N), with a progress bar.
+
+    Online: each step commits on its own, under a short lock_timeout with retries; a step the
+    database refuses stops the run, and running the command again resumes from there.
+    """
+    _migrate(state, "upgrade", revision, quiet)
+
+
 @db.command(context_settings={"ignore_unknown_options": True},  # REV may be -N
             epilog=f"\b\nexamples:\n  casdb db downgrade -1\n  casdb db downgrade {BASELINE}\n"
             "  casdb db downgrade base --yes")
@@ -111,35 +127,14 @@ def downgrade(state: State, revision: str, yes: bool, quiet: bool) -> None:
     Going below the baseline drops every CAS table with its rows: it needs --yes, and
     without it nothing is done at all.
     """
-    with database(state) as engine:
-        with connect(engine) as conn:
-            before = migrate.current_revisions(conn)
-            if not yes and migrate.downgrade_drops_the_schema(conn, revision):
-                raise CasdbError(
-                    f"downgrading to {revision} drops every CAS table and all its rows; nothing "
-                    "was changed: add --yes to do it"
-                )
-        bar = MigrationBar(
-            quiet=quiet, total=migrate.steps_between(before, revision, downgrade=True)
-        )
-        with bar.shown(), _resumable("downgrade"):
-            migrate.downgrade(engine, revision)
-        with connect(engine) as conn:
-            after = migrate.current_revisions(conn)
-    if before == after:
-        out(f"{describe(engine)} is already at {_revisions_text(after)}: nothing to do")
-    else:
-        out(f"downgraded {describe(engine)}: {_revisions_text(before)} -> "
-            f"{_revisions_text(after)}")
+    _migrate(state, "downgrade", revision, quiet, yes=yes)
 
 
 @db.command()
-@json_option
-@database_options
-@pass_state
+@command_options
 def current(state: State, as_json: bool) -> None:
     """Show the revision the database is at."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (engine, conn):
         revisions = migrate.current_revisions(conn)
     head = migrate.head_revision()
     if as_json:
@@ -158,14 +153,12 @@ def current(state: State, as_json: bool) -> None:
 @db.command()
 @click.option("--current", "show_current", is_flag=True,
               help="mark the revision the database is at (connects to it)")
-@json_option
-@database_options
-@pass_state
+@command_options
 def history(state: State, show_current: bool, as_json: bool) -> None:
     """List casdb's migration chain, oldest first (no database needed without --current)."""
     current_revisions: tuple[str, ...] = ()
     if show_current:
-        with database(state) as engine, connect(engine) as conn:
+        with connection(state) as (_, conn):
             current_revisions = migrate.current_revisions(conn)
     script = _script()
     chain = list(reversed(list(script.walk_revisions())))
@@ -205,9 +198,7 @@ def sql(revision_range: str | None, down: bool) -> None:
 
 
 @db.command()
-@json_option
-@database_options
-@pass_state
+@command_options
 def check(state: State, as_json: bool) -> int:
     """Fail (exit 1) unless the database is at head and matches casdb.tables.
 
@@ -215,7 +206,7 @@ def check(state: State, as_json: bool) -> int:
     migration is missing.
     """
     head = migrate.head_revision()
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (engine, conn):
         revisions = migrate.current_revisions(conn)
         differences = migrate.describe_differences(migrate.schema_differences(conn))
     problems = []

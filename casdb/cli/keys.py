@@ -8,16 +8,14 @@ import click
 
 from casdb.cli._app import State
 from casdb.cli._shared import (
-    connect,
-    database,
-    database_options,
+    command_options,
+    connection,
+    emit,
     emit_json,
+    emit_table,
     find_user,
-    json_option,
     note,
     out,
-    pass_state,
-    table,
     transaction,
 )
 from casdb.cli.users import WHEN
@@ -34,9 +32,7 @@ def keys_group() -> None:
 @click.option("--user", "user", required=True, metavar="USER", help="email (or id) of the user")
 @click.option("--expires", type=WHEN, default=None,
               help="expiry date or time, UTC unless given (default: in 180 days)")
-@json_option
-@database_options
-@pass_state
+@command_options
 def create(state: State, user: str, expires: dt.datetime | None, as_json: bool) -> None:
     """Issue an API token <key_locator>.<secret> and print it, once.
 
@@ -55,30 +51,20 @@ def create(state: State, user: str, expires: dt.datetime | None, as_json: bool) 
 
 @keys_group.command(name="list")
 @click.option("--user", "user", required=True, metavar="USER", help="email (or id) of the user")
-@json_option
-@database_options
-@pass_state
+@command_options
 def list_(state: State, user: str, as_json: bool) -> None:
     """List a user's keys (never their hashes), ordered by id."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (_, conn):
         found = keys.list_user_keys(conn, user_id=find_user(conn, user).id)
-    if as_json:
-        emit_json(found)
-        return
-    table(["id", "key locator", "active", "created", "expires"],
-          [(k.id, k.key_locator, k.active, k.created_date, k.expires) for k in found])
+    emit_table(found, as_json, ["id", "key locator", "active", "created", "expires"],
+               [(k.id, k.key_locator, k.active, k.created_date, k.expires) for k in found])
 
 
 @keys_group.command()
 @click.argument("key_locator", metavar="KEY_LOCATOR")
-@json_option
-@database_options
-@pass_state
+@command_options
 def deactivate(state: State, key_locator: str, as_json: bool) -> None:
     """Deactivate a key: its token stops working."""
     with transaction(state) as (_, conn):
         key = keys.deactivate_user_key(conn, key_locator=key_locator)
-    if as_json:
-        emit_json(key)
-    else:
-        out(f"deactivated key {key.key_locator} of user {key.user_id}")
+    emit(key, as_json, f"deactivated key {key.key_locator} of user {key.user_id}")

@@ -6,14 +6,13 @@ import click
 
 from casdb.cli._app import State
 from casdb.cli._shared import (
-    connect,
-    database,
-    database_options,
+    command_options,
+    connection,
+    emit,
     emit_json,
+    emit_table,
     fields_text,
-    json_option,
     out,
-    pass_state,
     table,
     transaction,
 )
@@ -39,29 +38,22 @@ def models_group() -> None:
 
 @models_group.command(name="list")
 @click.option("--public-only", is_flag=True, help="leave out the admin-only models")
-@json_option
-@database_options
-@pass_state
+@command_options
 def list_(state: State, public_only: bool, as_json: bool) -> None:
     """List the models with their indexes, ordered by id."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (_, conn):
         found = ml_models.list_models(conn, include_admin_only=not public_only)
-    if as_json:
-        emit_json(found)
-        return
-    table(["id", "model", "dim", "admin only", "default", "file", "indexes"],
-          [(m.id, m.model_name, m.embedding_dimension, m.admin_use_only, m.is_default_model,
-            m.model_file_path, ", ".join(i.index_name for i in m.indexes)) for m in found])
+    emit_table(found, as_json, ["id", "model", "dim", "admin only", "default", "file", "indexes"],
+               [(m.id, m.model_name, m.embedding_dimension, m.admin_use_only, m.is_default_model,
+                 m.model_file_path, ", ".join(i.index_name for i in m.indexes)) for m in found])
 
 
 @models_group.command()
 @click.argument("name", metavar="MODEL_NAME")
-@json_option
-@database_options
-@pass_state
+@command_options
 def show(state: State, name: str, as_json: bool) -> None:
     """Show a model and its matching-engine indexes."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (_, conn):
         _show(ml_models.get_model_by_name(conn, model_name=name), as_json)
 
 
@@ -76,9 +68,7 @@ def show(state: State, name: str, as_json: bool) -> None:
 @click.option("--schema-name", default=ml_models.DEFAULT_SCHEMA_NAME, show_default=True)
 @click.option("--bq-dataset", default=ml_models.DEFAULT_BQ_DATASET_NAME, show_default=True)
 @click.option("--default", "is_default", is_flag=True, help="make it the default model")
-@json_option
-@database_options
-@pass_state
+@command_options
 def create(state: State, name: str, file_path: str, dimension: int, description: str | None,
            public: bool, schema_name: str, bq_dataset: str, is_default: bool,
            as_json: bool) -> None:
@@ -94,18 +84,13 @@ def create(state: State, name: str, file_path: str, dimension: int, description:
 
 @models_group.command(name="set-default")
 @click.argument("name", metavar="MODEL_NAME")
-@json_option
-@database_options
-@pass_state
+@command_options
 def set_default(state: State, name: str, as_json: bool) -> None:
     """Make a model the one default model."""
     with transaction(state) as (_, conn):
         model = ml_models.get_model_by_name(conn, model_name=name)
         model = ml_models.set_default_model(conn, model_id=model.id)
-    if as_json:
-        emit_json(model)
-    else:
-        out(f"default model: {model.model_name}")
+    emit(model, as_json, f"default model: {model.model_name}")
 
 
 @models_group.command(name="add-index", epilog="\b\nexample:\n  casdb models add-index "
@@ -121,9 +106,7 @@ def set_default(state: State, name: str, as_json: bool) -> None:
 @click.option("--api-endpoint", default=None)
 @click.option("--description", default=None)
 @click.option("--no-grpc", is_flag=True, help="the index is not served over gRPC")
-@json_option
-@database_options
-@pass_state
+@command_options
 def add_index(state: State, name: str, index_name: str, endpoint_id: str, num_neighbors: int,
               dimension: int | None, deployed_index_id: str | None, api_endpoint: str | None,
               description: str | None, no_grpc: bool, as_json: bool) -> None:
@@ -136,7 +119,4 @@ def add_index(state: State, name: str, index_name: str, endpoint_id: str, num_ne
             description=description, deployed_index_id=deployed_index_id,
             is_grpc=not no_grpc, api_endpoint=api_endpoint,
         )
-    if as_json:
-        emit_json(index)
-    else:
-        fields_text(index)
+    emit(index, as_json)

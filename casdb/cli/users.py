@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from casdb.cli._app import State
 from casdb.cli._shared import (
-    connect,
-    database,
-    database_options,
-    emit_json,
-    fields_text,
+    command_options,
+    connection,
+    emit,
+    emit_table,
     find_user,
-    json_option,
-    out,
-    pass_state,
-    table,
     transaction,
 )
 from casdb.queries import quotas, users
@@ -71,13 +68,6 @@ def _row(user: users.User) -> tuple[object, ...]:
             lifetime, user.quota_increased, user.created_at)
 
 
-def _show(record: object, as_json: bool) -> None:
-    if as_json:
-        emit_json(record)
-    else:
-        fields_text(record)
-
-
 @click.group(name="users")
 def users_group() -> None:
     """Users: list, show, create, flags and quotas, usage.
@@ -87,28 +77,21 @@ def users_group() -> None:
 
 
 @users_group.command(name="list")
-@json_option
-@database_options
-@pass_state
+@command_options
 def list_(state: State, as_json: bool) -> None:
     """List every user, ordered by id."""
-    with database(state) as engine, connect(engine) as conn:
+    with connection(state) as (_, conn):
         found = users.list_users(conn)
-    if as_json:
-        emit_json(found)
-    else:
-        table(USER_HEADERS, [_row(user) for user in found])
+    emit_table(found, as_json, USER_HEADERS, [_row(user) for user in found])
 
 
 @users_group.command()
 @USER
-@json_option
-@database_options
-@pass_state
+@command_options
 def show(state: State, user: str, as_json: bool) -> None:
     """Show one user."""
-    with database(state) as engine, connect(engine) as conn:
-        _show(find_user(conn, user), as_json)
+    with connection(state) as (_, conn):
+        emit(find_user(conn, user), as_json)
 
 
 @users_group.command(epilog="\b\nexample:\n  casdb users create --email ada@example.org "
@@ -119,9 +102,7 @@ def show(state: State, user: str, as_json: bool) -> None:
 @click.option("--weekly-quota", type=int, default=None, help="cells per week (default 100,000)")
 @click.option("--lifetime-quota", type=QUOTA, default="50000", show_default=True,
               help="cells in all, or 'unlimited'")
-@json_option
-@database_options
-@pass_state
+@command_options
 def create(state: State, email: str, username: str, admin: bool, weekly_quota: int | None,
            lifetime_quota: int | None, as_json: bool) -> None:
     """Create a user."""
@@ -131,94 +112,67 @@ def create(state: State, email: str, username: str, admin: bool, weekly_quota: i
             cell_quota=users.UNSET if weekly_quota is None else weekly_quota,
             lifetime_cell_quota=lifetime_quota,
         )
-    _show(made, as_json)
+    emit(made, as_json)
 
 
-@users_group.command(name="set-active", epilog="\b\nexample:\n  casdb users set-active "
-                     "ada@example.org false")
-@USER
-@click.argument("active", type=click.BOOL, metavar="true|false")
-@json_option
-@database_options
-@pass_state
-def set_active(state: State, user: str, active: bool, as_json: bool) -> None:
-    """Allow (true) or stop (false) a user's use of the service."""
-    with transaction(state) as (_, conn):
-        changed = users.set_user_active(conn, user_id=find_user(conn, user).id, active=active)
-    _show(changed, as_json)
+def _setter(name: str, operation: Callable[..., users.User], keyword: str,
+            kind: click.ParamType[Any], metavar: str, help_: str,
+            epilog: str | None = None) -> None:
+    """``casdb users NAME USER VALUE``: ``operation(user_id=..., keyword=VALUE)``, shown."""
+
+    @users_group.command(name=name, help=help_, epilog=epilog)
+    @USER
+    @click.argument(keyword, type=kind, metavar=metavar)
+    @command_options
+    def command(state: State, user: str, as_json: bool, **value: Any) -> None:
+        with transaction(state) as (_, conn):
+            changed = operation(conn, user_id=find_user(conn, user).id, **value)
+        emit(changed, as_json)
 
 
-@users_group.command(name="set-admin")
-@USER
-@click.argument("is_admin", type=click.BOOL, metavar="true|false")
-@json_option
-@database_options
-@pass_state
-def set_admin(state: State, user: str, is_admin: bool, as_json: bool) -> None:
-    """Grant (true) or revoke (false) admin rights."""
-    with transaction(state) as (_, conn):
-        changed = users.set_admin(conn, user_id=find_user(conn, user).id, is_admin=is_admin)
-    _show(changed, as_json)
-
-
-@users_group.command(name="set-weekly-quota")
-@USER
-@click.argument("cells", type=click.IntRange(min=0), metavar="N")
-@json_option
-@database_options
-@pass_state
-def set_weekly_quota(state: State, user: str, cells: int, as_json: bool) -> None:
-    """Set the user's weekly cell quota to N."""
-    with transaction(state) as (_, conn):
-        changed = users.set_weekly_cell_quota(
-            conn, user_id=find_user(conn, user).id, cell_quota=cells
-        )
-    _show(changed, as_json)
+_setter("set-active", users.set_user_active, "active", click.BOOL, "true|false",
+        "Allow (true) or stop (false) a user's use of the service.",
+        epilog="\b\nexample:\n  casdb users set-active ada@example.org false")
+_setter("set-admin", users.set_admin, "is_admin", click.BOOL, "true|false",
+        "Grant (true) or revoke (false) admin rights.")
+_setter("set-weekly-quota", users.set_weekly_cell_quota, "cell_quota", click.IntRange(min=0),
+        "N", "Set the user's weekly cell quota to N.")
 
 
 @users_group.command(name="increase-lifetime-quota")
 @USER
 @click.argument("cells", type=QUOTA, metavar="N|unlimited")
-@json_option
-@database_options
-@pass_state
+@command_options
 def increase_lifetime_quota(state: State, user: str, cells: int | None, as_json: bool) -> None:
     """Raise the lifetime quota once (to max(current, N); never lowers it; a no-op when
     already increased)."""
     with transaction(state) as (_, conn):
         before = find_user(conn, user)
         after = users.increase_lifetime_quota(conn, user_id=before.id, new_quota=cells)
-    if as_json:
-        emit_json(after)
-    elif before.quota_increased:
-        out(f"unchanged: the lifetime quota of {after.email} was increased before "
-            f"({after.lifetime_cell_quota or 'unlimited'})")
+    if before.quota_increased:
+        line = (f"unchanged: the lifetime quota of {after.email} was increased before "
+                f"({after.lifetime_cell_quota or 'unlimited'})")
     else:
-        out(f"lifetime quota of {after.email}: {before.lifetime_cell_quota or 'unlimited'} -> "
-            f"{after.lifetime_cell_quota or 'unlimited'}")
+        line = (f"lifetime quota of {after.email}: {before.lifetime_cell_quota or 'unlimited'}"
+                f" -> {after.lifetime_cell_quota or 'unlimited'}")
+    emit(after, as_json, line)
 
 
 @users_group.command()
 @USER
-@json_option
-@database_options
-@pass_state
+@command_options
 def usage(state: State, user: str, as_json: bool) -> None:
     """All-time requests and cells of a user (legacy counters plus succeeded activity)."""
-    with database(state) as engine, connect(engine) as conn:
-        found = users.get_user_usage(conn, user_id=find_user(conn, user).id)
-    _show(found, as_json)
+    with connection(state) as (_, conn):
+        emit(users.get_user_usage(conn, user_id=find_user(conn, user).id), as_json)
 
 
 @users_group.command()
 @USER
 @click.option("--at", "moment", type=WHEN, default=None, help="at this time (default now)")
-@json_option
-@database_options
-@pass_state
+@command_options
 def quota(state: State, user: str, moment: dt.datetime | None, as_json: bool) -> None:
     """Where a user stands against the weekly and lifetime quotas."""
     now = moment or dt.datetime.now(dt.UTC)
-    with database(state) as engine, connect(engine) as conn:
-        found = quotas.get_user_quota(conn, user_id=find_user(conn, user).id, now=now)
-    _show(found, as_json)
+    with connection(state) as (_, conn):
+        emit(quotas.get_user_quota(conn, user_id=find_user(conn, user).id, now=now), as_json)

@@ -15,7 +15,7 @@ import attrs
 from sqlalchemy import Column, Connection, CursorResult, Executable, Row, Table
 
 from casdb._checks import translated_errors
-from casdb.errors import NotFound
+from casdb.errors import AlreadyExists, NotFound
 
 R = TypeVar("R")
 
@@ -69,6 +69,19 @@ def fetch_one(
     found = fetch_optional(connection, statement, into, **maps)
     if found is None:
         raise NotFound(missing)
+    return found
+
+
+def fetch_new(
+    connection: Connection, statement: Executable, into: Callable[..., R], *, taken: str, field: str
+) -> R:
+    """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return the new row as a record.
+
+    Raises AlreadyExists(``taken``, field=``field``) when it inserted nothing.
+    """
+    found = fetch_optional(connection, statement, into)
+    if found is None:
+        raise AlreadyExists(taken, field=field)
     return found
 
 

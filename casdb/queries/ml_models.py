@@ -60,7 +60,7 @@ from casdb._checks import (
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
-from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
+from casdb.queries._rows import fetch_all, fetch_new, fetch_one, record_columns, to_record
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
 
@@ -177,33 +177,12 @@ def _indexes_of_model() -> Label[Any]:
 _MODEL_COLUMNS = record_columns(model_table, MLModel, exclude=("indexes",))
 
 
-def build_insert_model(
-    *,
-    model_name: str,
-    model_file_path: str,
-    embedding_dimension: int,
-    description: str | None,
-    admin_use_only: bool,
-    schema_name: str,
-    bq_dataset_name: str,
-    created_date: dt.datetime | None,
-) -> Insert:
-    """INSERT a (non-default) model; a taken model_name inserts nothing and returns no row."""
-    values: dict[str, Any] = {
-        "model_name": model_name,
-        "model_file_path": model_file_path,
-        "embedding_dimension": embedding_dimension,
-        "description": description,
-        "admin_use_only": admin_use_only,
-        "schema_name": schema_name,
-        "bq_dataset_name": bq_dataset_name,
-        "is_default_model": False,
-    }
-    if created_date is not None:
-        values["created_date"] = created_date
+def build_insert_model(values: dict[str, Any]) -> Insert:
+    """INSERT a (non-default) model with ``values`` (columns left out take their server
+    defaults); a taken model_name inserts nothing and returns no row."""
     return (
         pg_insert(model_table)
-        .values(values)
+        .values({**values, "is_default_model": False})
         .on_conflict_do_nothing()
         # A new model has no indexes yet (and INSERT's RETURNING would not correlate them).
         .returning(*_MODEL_COLUMNS, null().label("indexes"))
@@ -262,35 +241,10 @@ def build_set_default_model(*, model_id: int) -> Update:
     )
 
 
-def build_insert_index(
-    *,
-    index_name: str,
-    description: str | None,
-    embedding_dimension: int,
-    endpoint_id: str,
-    deployed_index_id: str | None,
-    num_neighbors: int,
-    model_id: int,
-    is_grpc: bool,
-    api_endpoint: str | None,
-) -> Insert:
-    """INSERT an index; a taken index_name or deployed_index_id inserts nothing, no row."""
-    return (
-        pg_insert(index_table)
-        .values(
-            index_name=index_name,
-            description=description,
-            embedding_dimension=embedding_dimension,
-            endpoint_id=endpoint_id,
-            deployed_index_id=deployed_index_id,
-            num_neighbors=num_neighbors,
-            model_id=model_id,
-            is_grpc=is_grpc,
-            api_endpoint=api_endpoint,
-        )
-        .on_conflict_do_nothing()
-        .returning(*_INDEX_COLUMNS)
-    )
+def build_insert_index(values: dict[str, Any]) -> Insert:
+    """INSERT an index with ``values``; a taken index_name or deployed_index_id inserts
+    nothing, no row."""
+    return pg_insert(index_table).values(values).on_conflict_do_nothing().returning(*_INDEX_COLUMNS)
 
 
 def build_index_name_taken(*, index_name: str) -> Select[Any]:
@@ -358,30 +312,22 @@ def create_model(
     Raises InvalidInput for a bad argument (nothing is sent), AlreadyExists(field="model_name")
     when the name is taken (nothing changes and the transaction stays usable), DatabaseError.
     """
-    model_name = check_text("model_name", model_name)
-    model_file_path = check_text("model_file_path", model_file_path)
-    embedding_dimension = check_int("embedding_dimension", embedding_dimension, minimum=1)
-    description = check_optional_text("description", description, max_length=511)
-    admin_use_only = check_bool("admin_use_only", admin_use_only)
-    schema_name = check_text("schema_name", schema_name)
-    bq_dataset_name = check_text("bq_dataset_name", bq_dataset_name)
+    values: dict[str, Any] = {
+        "model_name": check_text("model_name", model_name),
+        "model_file_path": check_text("model_file_path", model_file_path),
+        "embedding_dimension": check_int("embedding_dimension", embedding_dimension, minimum=1),
+        "description": check_optional_text("description", description, max_length=511),
+        "admin_use_only": check_bool("admin_use_only", admin_use_only),
+        "schema_name": check_text("schema_name", schema_name),
+        "bq_dataset_name": check_text("bq_dataset_name", bq_dataset_name),
+    }
     is_default_model = check_bool("is_default_model", is_default_model)
-    created = check_optional_time("created_date", created_date)
+    if created_date is not None:
+        values["created_date"] = check_optional_time("created_date", created_date)
     if is_default_model:
         _check_transactional(connection, "create_model(is_default_model=True)")
-    statement = build_insert_model(
-        model_name=model_name,
-        model_file_path=model_file_path,
-        embedding_dimension=embedding_dimension,
-        description=description,
-        admin_use_only=admin_use_only,
-        schema_name=schema_name,
-        bq_dataset_name=bq_dataset_name,
-        created_date=created,
-    )
-    model = fetch_optional(connection, statement, model_from_row)
-    if model is None:
-        raise AlreadyExists("a model with this model_name already exists", field="model_name")
+    model = fetch_new(connection, build_insert_model(values), model_from_row,
+                      taken="a model with this model_name already exists", field="model_name")
     return _make_default(connection, model.id) if is_default_model else model
 
 
@@ -451,35 +397,27 @@ def create_matching_engine_index(
     is taken. NotFound and AlreadyExists change nothing and leave the transaction usable.
     DatabaseError for anything else.
     """
-    index_name = check_text("index_name", index_name)
-    embedding_dimension = check_int("embedding_dimension", embedding_dimension, minimum=1)
-    endpoint_id = check_text("endpoint_id", endpoint_id)
-    num_neighbors = check_int("num_neighbors", num_neighbors, minimum=1)
-    model_id = check_int("model_id", model_id)
-    description = check_optional_text("description", description, max_length=511)
-    deployed_index_id = check_optional_text(
-        "deployed_index_id", deployed_index_id, allow_empty=False
-    )
-    is_grpc = check_bool("is_grpc", is_grpc)
-    api_endpoint = check_optional_text("api_endpoint", api_endpoint, allow_empty=False)
-    statement = build_insert_index(
-        index_name=index_name,
-        description=description,
-        embedding_dimension=embedding_dimension,
-        endpoint_id=endpoint_id,
-        deployed_index_id=deployed_index_id,
-        num_neighbors=num_neighbors,
-        model_id=model_id,
-        is_grpc=is_grpc,
-        api_endpoint=api_endpoint,
-    )
+    values: dict[str, Any] = {  # checked in the order of the arguments
+        "index_name": check_text("index_name", index_name),
+        "embedding_dimension": check_int("embedding_dimension", embedding_dimension, minimum=1),
+        "endpoint_id": check_text("endpoint_id", endpoint_id),
+        "num_neighbors": check_int("num_neighbors", num_neighbors, minimum=1),
+        "model_id": check_int("model_id", model_id),
+        "description": check_optional_text("description", description, max_length=511),
+        "deployed_index_id": check_optional_text(
+            "deployed_index_id", deployed_index_id, allow_empty=False
+        ),
+        "is_grpc": check_bool("is_grpc", is_grpc),
+        "api_endpoint": check_optional_text("api_endpoint", api_endpoint, allow_empty=False),
+    }
+    model_id, statement = values["model_id"], build_insert_index(values)
     with translated_errors(connection=connection):
         # FOR KEY SHARE: the model cannot vanish before the insert's foreign key check.
         if connection.execute(build_lock_model(model_id=model_id, key_share=True)).first():
             row = connection.execute(statement).first()
             if row is not None:
                 return to_record(MatchingEngineIndex, row)
-            name_taken = connection.execute(build_index_name_taken(index_name=index_name))
+            name_taken = connection.execute(build_index_name_taken(index_name=values["index_name"]))
             field = "index_name" if name_taken.scalar_one() else "deployed_index_id"
             raise AlreadyExists(f"an index with this {field} already exists", field=field)
     raise NotFound(f"no model with id {model_id}")

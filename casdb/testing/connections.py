@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RootTransaction, event
@@ -37,11 +37,7 @@ class RollbackConnection(Connection):
 
     def commit(self) -> None:
         """Keep the work so far (until the end of the test): release the savepoint."""
-        if not self._casdb_wanted:
-            super().commit()
-            return
-        if self.invalidated or not self._casdb_ready:
-            self._casdb_restart()
+        if self._casdb_bypassed(super().commit):
             return
         try:
             self._casdb_end_nested(commit=True)
@@ -56,14 +52,21 @@ class RollbackConnection(Connection):
 
     def rollback(self) -> None:
         """Undo the work since the last commit() (or the start of the test)."""
-        if not self._casdb_wanted:
-            super().rollback()
-            return
-        if self.invalidated or not self._casdb_ready:
-            self._casdb_restart()
+        if self._casdb_bypassed(super().rollback):
             return
         self._casdb_end_nested(commit=False)
         self.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+
+    def _casdb_bypassed(self, plain: Callable[[], None]) -> bool:
+        """Whether commit() or rollback() is done without the savepoint: outside rolled_back()
+        it is the ``plain`` one; on a broken connection it starts again."""
+        if not self._casdb_wanted:
+            plain()
+            return True
+        if self.invalidated or not self._casdb_ready:
+            self._casdb_restart()
+            return True
+        return False
 
     def _casdb_end_nested(self, *, commit: bool) -> None:
         # A real commit or rollback ends the savepoints the code left open: so do we.

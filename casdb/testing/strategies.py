@@ -193,23 +193,23 @@ def models() -> Strategy[dict[str, Any]]:
     )
 
 
+_INDEX_REQUIRED: dict[str, Strategy[Any]] = {
+    "index_name": nonempty255,
+    "embedding_dimension": positive_int32,
+    "endpoint_id": nonempty255,
+    "num_neighbors": positive_int32,
+}
+_INDEX_OPTIONAL: dict[str, Strategy[Any]] = {
+    "description": st.none() | text511,
+    "deployed_index_id": st.none() | nonempty255,
+    "is_grpc": st.booleans(),
+    "api_endpoint": st.none() | nonempty255,
+}
+
+
 def indexes(model_id: int | Strategy[int] = ids) -> Strategy[dict[str, Any]]:
     """Keyword arguments of ``ml_models.create_matching_engine_index`` for ``model_id``."""
-    return _arguments(
-        {
-            "index_name": nonempty255,
-            "embedding_dimension": positive_int32,
-            "endpoint_id": nonempty255,
-            "num_neighbors": positive_int32,
-            "model_id": _strategy(model_id),
-        },
-        {
-            "description": st.none() | text511,
-            "deployed_index_id": st.none() | nonempty255,
-            "is_grpc": st.booleans(),
-            "api_endpoint": st.none() | nonempty255,
-        },
-    )
+    return _arguments({**_INDEX_REQUIRED, "model_id": _strategy(model_id)}, _INDEX_OPTIONAL)
 
 
 def ingests() -> Strategy[dict[str, Any]]:
@@ -250,19 +250,25 @@ def _cell_optional() -> dict[str, Strategy[Any]]:
     return fields
 
 
+def _bulk_rows(
+    key: str,
+    index: int | Strategy[int],
+    cas_ingest_id: str | Strategy[str],
+    required: Mapping[str, Strategy[Any]],
+    optional: Mapping[str, Strategy[Any]],
+) -> Strategy[dict[str, Any]]:
+    """Rows of a bulk-insert table: its ``key`` column, its ingest, the other columns."""
+    return _arguments({key: _strategy(index), "cas_ingest_id": _strategy(cas_ingest_id),
+                       **required}, optional)
+
+
 def feature_rows(
     cas_ingest_id: str | Strategy[str], cas_feature_index: int | Strategy[int] = int32
 ) -> Strategy[dict[str, Any]]:
     """Mappings for ``cells.insert_features`` (optional columns sometimes left out)."""
-    return _arguments(
-        {
-            "cas_feature_index": _strategy(cas_feature_index),
-            "cas_ingest_id": _strategy(cas_ingest_id),
-            "original_feature_id": text255,
-            "feature_name": text255,
-        },
-        _FEATURE_OPTIONAL,
-    )
+    required = {"original_feature_id": text255, "feature_name": text255}
+    return _bulk_rows("cas_feature_index", cas_feature_index, cas_ingest_id, required,
+                      _FEATURE_OPTIONAL)
 
 
 def features(
@@ -276,14 +282,8 @@ def cell_rows(
     cas_ingest_id: str | Strategy[str], cas_cell_index: int | Strategy[int] = int32
 ) -> Strategy[dict[str, Any]]:
     """Mappings for ``cells.insert_cells`` (optional columns sometimes left out)."""
-    return _arguments(
-        {
-            "cas_cell_index": _strategy(cas_cell_index),
-            "cas_ingest_id": _strategy(cas_ingest_id),
-            "cell_type": text255,
-        },
-        _cell_optional(),
-    )
+    required = {"cell_type": text255}
+    return _bulk_rows("cas_cell_index", cas_cell_index, cas_ingest_id, required, _cell_optional())
 
 
 def cells(
@@ -359,19 +359,8 @@ def activity_records() -> Strategy[UserActivity]:
 
 def index_records(model_id: int | Strategy[int] = ids) -> Strategy[MatchingEngineIndex]:
     """Matching-engine indexes as ``ml_models.get_index_by_name`` returns them."""
-    return st.builds(
-        MatchingEngineIndex,
-        id=ids,
-        index_name=nonempty255,
-        description=st.none() | text511,
-        embedding_dimension=positive_int32,
-        endpoint_id=nonempty255,
-        deployed_index_id=st.none() | nonempty255,
-        num_neighbors=positive_int32,
-        model_id=_strategy(model_id),
-        is_grpc=st.booleans(),
-        api_endpoint=st.none() | nonempty255,
-    )
+    return st.builds(MatchingEngineIndex, id=ids, model_id=_strategy(model_id),
+                     **_INDEX_REQUIRED, **_INDEX_OPTIONAL)
 
 
 @st.composite
