@@ -9,13 +9,8 @@ step with the server whatever happens.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
-import gc
-import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, islice
 from typing import Any, Final
 
 import attrs
@@ -34,22 +29,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.engine import Dialect
 
-from casdb import _driver
 from casdb._checks import (
-    INT32_MAX,
-    INT32_MIN,
     check_int,
     check_json,
     check_optional_text,
     check_optional_time,
     check_text,
     describe,
-    translated_errors,
 )
 from casdb._copy_text import CopyLayout
-from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.errors import AlreadyExists, NotFound
+from casdb.queries._cell_copy import copy_rows
+from casdb.queries._cell_lookup import (
+    CELL_COLUMN_NAMES,
+    check_columns,
+    checked_ids,
+    fetch_by_ids,
+    fetch_values_by_ids,
+    id_iterator,
+    index_column,
+    index_sequence,
+    iter_by_ids,
+)
 from casdb.queries._rows import (
     execute,
     fetch_all,
@@ -100,6 +102,10 @@ LOOKUP_CHUNK_SIZE = 50_000
 ITER_CHUNK_SIZE = 10_000
 """Ids per statement of iter_cell_metadata_by_ids: its memory bound (~7 MB of records with a
 few columns, ~32 MB with all 24); a round trip per 10,000 ids costs nothing measurable."""
+
+_INDEX_CHUNK: Final = 50_000
+MAX_RESERVED_INDEXES: Final = 10_000_000
+"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
 
 # --------------------------------------------------------------------------------------------
 # Records
@@ -182,14 +188,8 @@ class CellMetadata:
 
 _INGEST_COLUMNS = record_columns(cells_ingestinfo, IngestRecord)
 _FEATURE_COLUMNS = record_columns(cells_featureinfo, FeatureRecord)
-CELL_COLUMN_NAMES: Final = tuple(column.name for column in cells_cellinfo.columns)
-"""Every column of cells_cellinfo, in table order: the valid ``columns`` of lookups."""
-
-
-def _cell_metadata_from_rows(names: Sequence[str], rows: list[Any]) -> list[CellMetadata]:
-    # Rows hold the requested columns, then cas_cell_index. (A whole batch per call: a
-    # function call per row would be a quarter of the cost of building the records.)
-    return [CellMetadata(row[-1], dict(zip(names, row, strict=False))) for row in rows]
+_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, CellRecord)
+_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, FeatureRecord)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,125 +273,53 @@ def build_copy_from_stdin(table: Table, columns: Sequence[Column[Any]]) -> str:
     return f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
 
 
-# --------------------------------------------------------------------------------------------
-# Running the bulk paths
-# --------------------------------------------------------------------------------------------
+def build_reserve_indexes(table: str, count: int) -> Select[Any]:
+    """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
 
-_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, CellRecord)
-_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, FeatureRecord)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (if on) while a large result is built.
-
-    Each found cell allocates a few containers (the driver's row, decoded JSON, the values
-    dict, the record); with the collector on, its repeated passes over them cost as much as
-    pg8000's decoding of the rows. Nothing built here is cyclic; the collector resumes after.
+    nextval is atomic, so concurrent callers never share a value; under concurrency the
+    values may come in several runs, which are returned in order.
     """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    values = select(func.nextval(index_sequence(table)).label("id")).select_from(
+        func.generate_series(1, count)
+    ).cte("reserved")
+    runs = select(
+        values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
+    ).cte("runs")
+    return (
+        select(func.min(runs.c.id), func.max(runs.c.id))
+        .group_by(runs.c.run)
+        .order_by(func.min(runs.c.id))
+    )
 
 
-def _copy(connection: Connection, layout: CopyLayout, rows: Iterable[object]) -> int:
-    """Stream ``rows`` into ``layout.table`` with one COPY, all or nothing; return rows written."""
-    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
-        raise InvalidInput("rows must be an iterable of records or mappings")
-    chunks = layout.copy_chunks(rows)
-    first = next(chunks, None)  # a bad row among the first ones fails before any SQL
-    if first is None:
-        return 0
-    statement = build_copy_from_stdin(layout.table, layout.columns)
-    with translated_errors(connection=connection):
-        return _driver.copy_all_or_nothing(connection, statement, chain([first], chunks))
+def build_advance_index_sequence(table: str, past: int) -> Select[Any]:
+    """SELECT setval(sequence, past) only where the sequence is below ``past`` (never back)."""
+    sequence = index_sequence(table)
+    return select(func.setval(sequence, past)).where(
+        func.coalesce(func.pg_sequence_last_value(sequence), 0) < past
+    )
 
 
-def _id_iterator(cell_ids: Iterable[Any]) -> Iterator[Any]:
-    if isinstance(cell_ids, str | bytes | Mapping):
-        raise InvalidInput("cell_ids must be an iterable of integers")
-    try:
-        return iter(cell_ids)
-    except TypeError:
-        raise InvalidInput(
-            f"cell_ids must be an iterable of integers, got {type(cell_ids).__name__}"
-        ) from None
+def build_existing_indexes(table: str) -> Select[Any]:
+    """SELECT which of the ids bound as ``:ids`` (one int[]) are in the table, ordered."""
+    target, column = index_column(table)
+    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
+    return (
+        select(target.c[column])
+        .where(target.c[column] == func.any(ids))
+        .order_by(target.c[column])
+    )
 
 
-def _checked_ids(values: list[Any], first: int = 0) -> list[int]:
-    """``values`` (cell_ids[first:...]) as int32 ints; InvalidInput naming the first bad one."""
-    if not set(map(type, values)) <= {int}:
-        for position, value in enumerate(values, first):
-            if isinstance(value, bool | str) or not hasattr(value, "__index__"):
-                raise InvalidInput(
-                    f"cell_ids[{position}] must be an integer, got {type(value).__name__}"
-                )
-        values = [operator.index(value) for value in values]  # int subclasses, numpy integers
-    if values and (min(values) < INT32_MIN or max(values) > INT32_MAX):
-        for position, value in enumerate(values, first):
-            check_int(f"cell_ids[{position}]", value)  # raises for the first out of range
-    return values
+_CELL_COPY: Final = build_copy_from_stdin(cells_cellinfo, _CELL_LAYOUT.columns)
+_FEATURE_COPY: Final = build_copy_from_stdin(cells_featureinfo, _FEATURE_LAYOUT.columns)
 
 
-@functools.lru_cache(maxsize=256)
-def _select_cells_sql(names: tuple[str, ...], dialect: Dialect) -> str:
-    """The lookup statement compiled for ``dialect`` (cached: compiling costs ~0.3 ms)."""
-    compiled = build_select_cells_by_ids(names).compile(dialect=dialect)
-    assert compiled.positiontup == ["ids"], "casdb runs on pg8000 (a positional paramstyle)"
-    return compiled.string
-
-
-def _check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
-    if columns is None:
-        return CELL_COLUMN_NAMES
-    if isinstance(columns, str | bytes):
-        raise InvalidInput("columns must be a list of column names, not one string")
-    try:
-        given = list(columns)
-    except TypeError:
-        raise InvalidInput(
-            f"columns must be a list of column names, got {type(columns).__name__}"
-        ) from None
-    unknown = [name for name in given if not isinstance(name, str) or name not in CELL_COLUMN_NAMES]
-    if unknown:
-        raise InvalidInput(
-            f"unknown cells_cellinfo column(s) {', '.join(map(describe, unknown))}; "
-            f"valid: {', '.join(CELL_COLUMN_NAMES)}"[:1000]
-        )
-    return tuple(dict.fromkeys(given))
-
-
-def _found(
-    connection: Connection, names: tuple[str, ...], statement: str, ids: list[int]
-) -> list[CellMetadata]:
-    """One lookup statement for one chunk of ids; the reply is read whole before it returns."""
-    with translated_errors(connection=connection):
-        rows = _driver.fetch_all(connection, statement, (ids,))
-    return _cell_metadata_from_rows(names, rows)
-
-
-def _iter_found(
-    connection: Connection, names: tuple[str, ...], source: Iterator[Any]
-) -> Iterator[CellMetadata]:
-    statement = _select_cells_sql(names, connection.dialect)
-    position = 0
-    while chunk := list(islice(source, ITER_CHUNK_SIZE)):
-        ids = _checked_ids(chunk, position)
-        position += len(chunk)
-        with _gc_paused():
-            found = _found(connection, names, statement, ids)
-        del chunk, ids
-        yield from found  # nothing is pending on the connection between two records
-
-
-# --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
 # Operations
 # --------------------------------------------------------------------------------------------
+
+
 def create_ingest(
     connection: Connection,
     *,
@@ -457,7 +385,7 @@ def insert_features(
     (a bad row: the message names its index and field; an unknown key), NotFound (an unknown
     cas_ingest_id), AlreadyExists(field="cas_feature_index"), DatabaseError.
     """
-    return _copy(connection, _FEATURE_LAYOUT, rows)
+    return copy_rows(connection, _FEATURE_LAYOUT, _FEATURE_COPY, rows)
 
 
 def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[str, Any]]) -> int:
@@ -476,7 +404,7 @@ def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[
     unknown cas_ingest_id), AlreadyExists(field="cas_cell_index"), DatabaseError; an
     exception raised by ``rows`` itself propagates unchanged (nothing written).
     """
-    return _copy(connection, _CELL_LAYOUT, rows)
+    return copy_rows(connection, _CELL_LAYOUT, _CELL_COPY, rows)
 
 
 def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[FeatureRecord]:
@@ -519,17 +447,12 @@ def get_cell_metadata_by_ids(
     Raises InvalidInput (an unknown column, naming the valid ones; an id that is not an
     int32; both before any SQL), DatabaseError.
     """
-    names = _check_columns(columns)
-    ids = _checked_ids(list(_id_iterator(cell_ids)))
+    names = check_columns(columns)
+    ids = checked_ids(list(id_iterator(cell_ids)))
     if not ids:
         return []
-    statement = _select_cells_sql(names, connection.dialect)
-    found: list[CellMetadata] = []
-    with _gc_paused():
-        for start in range(0, len(ids), LOOKUP_CHUNK_SIZE):
-            chunk = ids[start : start + LOOKUP_CHUNK_SIZE]
-            found.extend(_found(connection, names, statement, chunk))
-    return found
+    return fetch_by_ids(connection, ids, names, build=build_select_cells_by_ids,
+                        into=CellMetadata, chunk_size=LOOKUP_CHUNK_SIZE)
 
 
 def iter_cell_metadata_by_ids(
@@ -550,64 +473,9 @@ def iter_cell_metadata_by_ids(
 
     Raises InvalidInput, DatabaseError.
     """
-    names = _check_columns(columns)
-    return _iter_found(connection, names, _id_iterator(cell_ids))
-
-
-_INDEXED: Final = {"cells": (cells_cellinfo, "cas_cell_index"),
-                   "features": (cells_featureinfo, "cas_feature_index")}
-_INDEX_CHUNK: Final = 50_000
-MAX_RESERVED_INDEXES: Final = 10_000_000
-"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
-
-
-def _index_column(table: object) -> tuple[Table, str]:
-    if not isinstance(table, str) or table not in _INDEXED:
-        raise InvalidInput(f"table must be 'cells' or 'features', got {describe(table)}")
-    return _INDEXED[table]
-
-
-def _index_sequence(table: str) -> Any:
-    target, column = _index_column(table)
-    return func.pg_get_serial_sequence(target.name, column).cast(postgresql.REGCLASS)
-
-
-def build_reserve_indexes(table: str, count: int) -> Select[Any]:
-    """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
-
-    nextval is atomic, so concurrent callers never share a value; under concurrency the
-    values may come in several runs, which are returned in order.
-    """
-    values = select(func.nextval(_index_sequence(table)).label("id")).select_from(
-        func.generate_series(1, count)
-    ).cte("reserved")
-    runs = select(
-        values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
-    ).cte("runs")
-    return (
-        select(func.min(runs.c.id), func.max(runs.c.id))
-        .group_by(runs.c.run)
-        .order_by(func.min(runs.c.id))
-    )
-
-
-def build_advance_index_sequence(table: str, past: int) -> Select[Any]:
-    """SELECT setval(sequence, past) only where the sequence is below ``past`` (never back)."""
-    sequence = _index_sequence(table)
-    return select(func.setval(sequence, past)).where(
-        func.coalesce(func.pg_sequence_last_value(sequence), 0) < past
-    )
-
-
-def build_existing_indexes(table: str) -> Select[Any]:
-    """SELECT which of the ids bound as ``:ids`` (one int[]) are in the table, ordered."""
-    target, column = _index_column(table)
-    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
-    return (
-        select(target.c[column])
-        .where(target.c[column] == func.any(ids))
-        .order_by(target.c[column])
-    )
+    names = check_columns(columns)
+    return iter_by_ids(connection, id_iterator(cell_ids), names, build=build_select_cells_by_ids,
+                       into=CellMetadata, chunk_size=ITER_CHUNK_SIZE)
 
 
 def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[range]:
@@ -619,7 +487,7 @@ def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[r
     ``count`` is at most MAX_RESERVED_INDEXES. Raises InvalidInput for a bad argument,
     DatabaseError.
     """
-    _index_column(table)
+    index_column(table)
     count = check_int("count", count, minimum=0, maximum=MAX_RESERVED_INDEXES)
     if count == 0:
         return []
@@ -633,7 +501,7 @@ def advance_index_sequence(connection: Connection, *, table: str, past: int) -> 
     Used after rows with explicit ids were written; never moves the sequence back. Returns
     None. Raises InvalidInput for a bad argument, DatabaseError.
     """
-    _index_column(table)
+    index_column(table)
     past = check_int("past", past, minimum=1)
     execute(connection, build_advance_index_sequence(table, past)).all()
 
@@ -643,12 +511,6 @@ def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[i
 
     Raises InvalidInput for a bad argument, DatabaseError.
     """
-    _index_column(table)
-    wanted = sorted(set(_checked_ids(list(_id_iterator(ids)))))
-    statement = build_existing_indexes(table)
-    found: list[int] = []
-    with translated_errors(connection=connection):
-        for start in range(0, len(wanted), _INDEX_CHUNK):
-            chunk = wanted[start : start + _INDEX_CHUNK]
-            found.extend(connection.execute(statement, {"ids": chunk}).scalars())
-    return found
+    index_column(table)
+    wanted = sorted(set(checked_ids(list(id_iterator(ids)))))
+    return fetch_values_by_ids(connection, build_existing_indexes(table), wanted, _INDEX_CHUNK)
