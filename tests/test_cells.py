@@ -17,7 +17,7 @@ from sqlalchemy import URL, Connection, Engine, select
 from sqlalchemy.dialects import postgresql
 
 from casdb import AlreadyExists, InvalidInput, NotFound, _copy_text
-from casdb.queries import cells
+from casdb.queries import _cell_copy, cells
 from casdb.queries.cells import CellRecord, FeatureRecord
 from casdb.tables import cells_cellinfo, cells_featureinfo
 from tests.conftest import rolled_back
@@ -487,10 +487,10 @@ def test_statements_compile_without_a_database() -> None:
     assert lookup.rstrip().endswith("ORDER BY q.ord")
     with pytest.raises(KeyError):
         cells.build_select_cells_by_ids(["cell_type; DROP TABLE x"])
-    copy = cells.build_copy_from_stdin(cells_cellinfo, cells._CELL_LAYOUT.columns)
+    copy = _cell_copy.build_copy_from_stdin(cells_cellinfo, cells._CELL_LAYOUT.columns)
     assert copy.startswith("COPY cells_cellinfo (cas_cell_index, cas_ingest_id, cell_type,")
     assert copy.endswith(") FROM STDIN")
-    features = cells.build_copy_from_stdin(cells_featureinfo, cells._FEATURE_LAYOUT.columns)
+    features = _cell_copy.build_copy_from_stdin(cells_featureinfo, cells._FEATURE_LAYOUT.columns)
     assert " id," not in features and "(id" not in features
     for statement in (cells.build_count_cells("x"), cells.build_delete_ingest("x"),
                       cells.build_list_features_for_ingest("x"), cells.build_select_ingest("x")):

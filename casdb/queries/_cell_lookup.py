@@ -15,8 +15,9 @@ import gc
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
+import attrs
 from sqlalchemy import Connection, Executable, Select, Table, func
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
@@ -106,19 +107,38 @@ def check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
 # Fetching by chunks of ids
 # --------------------------------------------------------------------------------------------
 
-Build = Callable[[Sequence[str]], Select[Any]]
-"""A lookup builder: column names -> a SELECT of them, then the id, for the int[] ``:ids``."""
-
 Into = Callable[[int, dict[str, Any]], R]
 """A record from (id, {column name: value})."""
 
 
 @functools.lru_cache(maxsize=256)
-def compiled_sql(build: Build, names: tuple[str, ...], dialect: Dialect) -> str:
-    """``build(names)`` compiled for ``dialect`` (cached: compiling costs ~0.3 ms)."""
+def compiled_sql(build: Callable[[Sequence[str]], Select[Any]], names: tuple[str, ...],
+                 dialect: Dialect) -> str:
+    """``build(names)`` compiled for ``dialect`` (cached: compiling costs ~0.3 ms).
+
+    ``build`` makes a SELECT of the columns ``names``, then the id, for the int[] ``:ids``.
+    """
     compiled = build(names).compile(dialect=dialect)
     assert compiled.positiontup == ["ids"], "casdb runs on pg8000 (a positional paramstyle)"
     return compiled.string
+
+
+@attrs.frozen
+class Lookup(Generic[R]):
+    """A compiled lookup statement, the names of its columns, and what makes a row a record."""
+
+    statement: str
+    names: tuple[str, ...]
+    into: Into[R]
+
+    def fetch(self, connection: Connection, ids: list[int]) -> list[R]:
+        """Look one chunk of ids up in one statement; the reply is read whole first."""
+        with translated_errors(connection=connection):
+            rows = _driver.fetch_all(connection, self.statement, (ids,))
+        # Rows hold the requested columns, then the id. (A whole batch per call: a function
+        # call per row would be a quarter of the cost of building the records.)
+        into, names = self.into, self.names
+        return [into(row[-1], dict(zip(names, row, strict=False))) for row in rows]
 
 
 @contextlib.contextmanager
@@ -144,32 +164,12 @@ def in_chunks(values: list[int], size: int) -> Iterator[list[int]]:
         yield values[start : start + size]
 
 
-def _fetch_chunk(
-    connection: Connection, statement: str, ids: list[int], names: tuple[str, ...], into: Into[R]
-) -> list[R]:
-    """One lookup statement for one chunk of ids; the reply is read whole before it returns."""
-    with translated_errors(connection=connection):
-        rows = _driver.fetch_all(connection, statement, (ids,))
-    # Rows hold the requested columns, then the id. (A whole batch per call: a function call
-    # per row would be a quarter of the cost of building the records.)
-    return [into(row[-1], dict(zip(names, row, strict=False))) for row in rows]
-
-
-def fetch_by_ids(
-    connection: Connection,
-    ids: list[int],
-    names: tuple[str, ...],
-    *,
-    build: Build,
-    into: Into[R],
-    chunk_size: int,
-) -> list[R]:
-    """The records of the (checked) ``ids`` found, in their order, ``chunk_size`` per statement."""
-    statement = compiled_sql(build, names, connection.dialect)
+def fetch_by_ids(connection: Connection, lookup: Lookup[R], ids: list[int], size: int) -> list[R]:
+    """The records of the (checked) ``ids`` found, in their order, ``size`` ids per statement."""
     found: list[R] = []
     with gc_paused():
-        for chunk in in_chunks(ids, chunk_size):
-            found.extend(_fetch_chunk(connection, statement, chunk, names, into))
+        for chunk in in_chunks(ids, size):
+            found.extend(lookup.fetch(connection, chunk))
     return found
 
 
@@ -185,21 +185,14 @@ def fetch_values_by_ids(
 
 
 def iter_by_ids(
-    connection: Connection,
-    source: Iterator[Any],
-    names: tuple[str, ...],
-    *,
-    build: Build,
-    into: Into[R],
-    chunk_size: int,
+    connection: Connection, lookup: Lookup[R], source: Iterator[Any], size: int
 ) -> Iterator[R]:
     """Yield the records of the ids of ``source`` found, checking and fetching chunk by chunk."""
-    statement = compiled_sql(build, names, connection.dialect)
     position = 0
-    while chunk := list(islice(source, chunk_size)):
+    while chunk := list(islice(source, size)):
         ids = checked_ids(chunk, position)
         position += len(chunk)
         with gc_paused():
-            found = _fetch_chunk(connection, statement, ids, names, into)
+            found = lookup.fetch(connection, ids)
         del chunk, ids
         yield from found  # nothing is pending on the connection between two records

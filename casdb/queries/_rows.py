@@ -15,7 +15,7 @@ import attrs
 from sqlalchemy import Column, Connection, CursorResult, Executable, Row, Table
 
 from casdb._checks import translated_errors
-from casdb.errors import NotFound
+from casdb.errors import AlreadyExists, NotFound
 
 R = TypeVar("R")
 
@@ -70,6 +70,20 @@ def fetch_one(
     if found is None:
         raise NotFound(missing)
     return found
+
+
+def fetch_created(
+    connection: Connection, statement: Executable, into: Callable[..., R], *, exists: str,
+    field: str,
+) -> R:
+    """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return its one row as a record.
+
+    Raises AlreadyExists(``exists``, field=``field``) when the conflict left no row.
+    """
+    created = fetch_optional(connection, statement, into)
+    if created is None:
+        raise AlreadyExists(exists, field=field)
+    return created
 
 
 def fetch_all(connection: Connection, statement: Executable, into: Callable[..., R]) -> list[R]:

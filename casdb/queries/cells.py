@@ -1,10 +1,11 @@
 """Cell metadata: ingests, features and cells, written in bulk with COPY and read back by id.
 
-Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (the text codec is
-casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids as ONE int[]
-array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per chunk, the
-input's order kept. Both talk to pg8000 through casdb._driver, which keeps the connection in
-step with the server whatever happens.
+Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (queries._cell_copy; the
+text codec is casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids
+as ONE int[] array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per
+chunk, the input's order kept (the checks and chunking are queries._cell_lookup). Both talk to
+pg8000 through casdb._driver, which keeps the connection in step with the server whatever
+happens.
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ from typing import Any, Final
 
 import attrs
 from sqlalchemy import (
-    Column,
     Connection,
     Delete,
     Insert,
     Integer,
     Select,
-    Table,
     bindparam,
     delete,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql.base import PGDialect
 
 from casdb._checks import (
     check_int,
@@ -39,12 +37,14 @@ from casdb._checks import (
     describe,
 )
 from casdb._copy_text import CopyLayout
-from casdb.errors import AlreadyExists, NotFound
+from casdb.errors import NotFound
 from casdb.queries._cell_copy import copy_rows
 from casdb.queries._cell_lookup import (
     CELL_COLUMN_NAMES,
+    Lookup,
     check_columns,
     checked_ids,
+    compiled_sql,
     fetch_by_ids,
     fetch_values_by_ids,
     id_iterator,
@@ -55,8 +55,8 @@ from casdb.queries._cell_lookup import (
 from casdb.queries._rows import (
     execute,
     fetch_all,
+    fetch_created,
     fetch_one,
-    fetch_optional,
     fetch_scalar,
     record_columns,
 )
@@ -262,17 +262,6 @@ def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
     )
 
 
-def build_copy_from_stdin(table: Table, columns: Sequence[Column[Any]]) -> str:
-    """``COPY table (columns) FROM STDIN`` (text format); names come from the Table metadata.
-
-    COPY has no Core construct; the identifiers are quoted by the PostgreSQL dialect.
-    """
-    assert all(column.table is table for column in columns), "columns of another table"
-    preparer = PGDialect().identifier_preparer  # type: ignore[no-untyped-call]
-    names = ", ".join(preparer.format_column(column) for column in columns)
-    return f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
-
-
 def build_reserve_indexes(table: str, count: int) -> Select[Any]:
     """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
 
@@ -311,8 +300,9 @@ def build_existing_indexes(table: str) -> Select[Any]:
     )
 
 
-_CELL_COPY: Final = build_copy_from_stdin(cells_cellinfo, _CELL_LAYOUT.columns)
-_FEATURE_COPY: Final = build_copy_from_stdin(cells_featureinfo, _FEATURE_LAYOUT.columns)
+def _lookup(connection: Connection, names: tuple[str, ...]) -> Lookup[CellMetadata]:
+    statement = compiled_sql(build_select_cells_by_ids, names, connection.dialect)
+    return Lookup(statement, names, CellMetadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,10 +333,8 @@ def create_ingest(
     }
     if ingest_timestamp is not None:
         values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
-    ingest = fetch_optional(connection, build_create_ingest(values), IngestRecord)
-    if ingest is None:
-        raise AlreadyExists("an ingest with this cas_ingest_id exists", field="cas_ingest_id")
-    return ingest
+    return fetch_created(connection, build_create_ingest(values), IngestRecord,
+                         exists="an ingest with this cas_ingest_id exists", field="cas_ingest_id")
 
 
 def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
@@ -385,7 +373,7 @@ def insert_features(
     (a bad row: the message names its index and field; an unknown key), NotFound (an unknown
     cas_ingest_id), AlreadyExists(field="cas_feature_index"), DatabaseError.
     """
-    return copy_rows(connection, _FEATURE_LAYOUT, _FEATURE_COPY, rows)
+    return copy_rows(connection, _FEATURE_LAYOUT, rows)
 
 
 def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[str, Any]]) -> int:
@@ -404,7 +392,7 @@ def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[
     unknown cas_ingest_id), AlreadyExists(field="cas_cell_index"), DatabaseError; an
     exception raised by ``rows`` itself propagates unchanged (nothing written).
     """
-    return copy_rows(connection, _CELL_LAYOUT, _CELL_COPY, rows)
+    return copy_rows(connection, _CELL_LAYOUT, rows)
 
 
 def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[FeatureRecord]:
@@ -451,8 +439,7 @@ def get_cell_metadata_by_ids(
     ids = checked_ids(list(id_iterator(cell_ids)))
     if not ids:
         return []
-    return fetch_by_ids(connection, ids, names, build=build_select_cells_by_ids,
-                        into=CellMetadata, chunk_size=LOOKUP_CHUNK_SIZE)
+    return fetch_by_ids(connection, _lookup(connection, names), ids, LOOKUP_CHUNK_SIZE)
 
 
 def iter_cell_metadata_by_ids(
@@ -474,8 +461,8 @@ def iter_cell_metadata_by_ids(
     Raises InvalidInput, DatabaseError.
     """
     names = check_columns(columns)
-    return iter_by_ids(connection, id_iterator(cell_ids), names, build=build_select_cells_by_ids,
-                       into=CellMetadata, chunk_size=ITER_CHUNK_SIZE)
+    lookup = _lookup(connection, names)
+    return iter_by_ids(connection, lookup, id_iterator(cell_ids), ITER_CHUNK_SIZE)
 
 
 def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[range]:

@@ -17,8 +17,14 @@ from casdb._checks import (
     check_text,
     check_time,
 )
-from casdb.errors import AlreadyExists
-from casdb.queries._rows import fetch_all, fetch_one, fetch_optional, record_columns, to_record
+from casdb.queries._rows import (
+    fetch_all,
+    fetch_created,
+    fetch_one,
+    fetch_optional,
+    record_columns,
+    to_record,
+)
 from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
 __all__ = [
@@ -200,10 +206,8 @@ def create_user(
         )
     if not isinstance(created_at, _Unset):
         values["created_at"] = check_time("created_at", created_at)
-    user = fetch_optional(connection, build_create_user(values), User)
-    if user is None:
-        raise AlreadyExists("a user with this email already exists", field="email")
-    return user
+    return fetch_created(connection, build_create_user(values), User,
+                         exists="a user with this email already exists", field="email")
 
 
 def get_user(connection: Connection, *, user_id: int) -> User:
