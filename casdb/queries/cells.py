@@ -68,9 +68,9 @@ __all__ = [
     "LOOKUP_CHUNK_SIZE",
     "MAX_RESERVED_INDEXES",
     "CellMetadata",
-    "CellRecord",
-    "FeatureRecord",
-    "IngestRecord",
+    "Cell",
+    "Feature",
+    "Ingest",
     "advance_index_sequence",
     "build_advance_index_sequence",
     "build_count_cells",
@@ -113,7 +113,7 @@ MAX_RESERVED_INDEXES: Final = 10_000_000
 
 
 @attrs.frozen
-class IngestRecord:
+class Ingest:
     """A row of cells_ingestinfo; ingest_timestamp is aware UTC."""
 
     cas_ingest_id: str
@@ -124,7 +124,7 @@ class IngestRecord:
 
 
 @attrs.frozen(kw_only=True)
-class FeatureRecord:
+class Feature:
     """A row of cells_featureinfo (the legacy ``id`` column is not part of it: it stays NULL).
 
     Defaults are those of the table: feature_is_filtered False, var_metadata_extra {}.
@@ -141,7 +141,7 @@ class FeatureRecord:
 
 
 @attrs.frozen(kw_only=True)
-class CellRecord:
+class Cell:
     """A row of cells_cellinfo, as :func:`insert_cells` takes it.
 
     Defaults are those of the table: obs_metadata_extra {}, is_primary_data True, every other
@@ -186,10 +186,10 @@ class CellMetadata:
     values: dict[str, Any]
 
 
-_INGEST_COLUMNS = record_columns(cells_ingestinfo, IngestRecord)
-_FEATURE_COLUMNS = record_columns(cells_featureinfo, FeatureRecord)
-_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, CellRecord)
-_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, FeatureRecord)
+_INGEST_COLUMNS = record_columns(cells_ingestinfo, Ingest)
+_FEATURE_COLUMNS = record_columns(cells_featureinfo, Feature)
+_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, Cell)
+_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, Feature)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def create_ingest(
     dataset_version_id: str | None = None,
     uns_metadata: Any = None,
     ingest_timestamp: dt.datetime | None = None,
-) -> IngestRecord:
+) -> Ingest:
     """Create an ingest and return it.
 
     uns_metadata None stores {}; ingest_timestamp None stores the server's now (UTC); an
@@ -333,20 +333,20 @@ def create_ingest(
     }
     if ingest_timestamp is not None:
         values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
-    return fetch_created(connection, build_create_ingest(values), IngestRecord,
+    return fetch_created(connection, build_create_ingest(values), Ingest,
                          exists="an ingest with this cas_ingest_id exists", field="cas_ingest_id")
 
 
-def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
+def get_ingest(connection: Connection, *, cas_ingest_id: str) -> Ingest:
     """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
     cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
-    return fetch_one(connection, build_select_ingest(cas_ingest_id), IngestRecord,
+    return fetch_one(connection, build_select_ingest(cas_ingest_id), Ingest,
                      missing=f"no ingest {describe(cas_ingest_id)}")
 
 
-def list_ingests(connection: Connection) -> list[IngestRecord]:
+def list_ingests(connection: Connection) -> list[Ingest]:
     """Return every ingest, ordered by cas_ingest_id. Raises DatabaseError."""
-    return fetch_all(connection, build_list_ingests(), IngestRecord)
+    return fetch_all(connection, build_list_ingests(), Ingest)
 
 
 def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
@@ -361,12 +361,12 @@ def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
 
 
 def insert_features(
-    connection: Connection, *, rows: Iterable[FeatureRecord | Mapping[str, Any]]
+    connection: Connection, *, rows: Iterable[Feature | Mapping[str, Any]]
 ) -> int:
     """Bulk-write features with COPY, streaming ``rows``; return the number of rows written.
 
-    ``rows`` is any iterable (a generator is fine: memory stays bounded) of FeatureRecord or
-    mappings with FeatureRecord's field names; cas_feature_index is required (the caller
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of Feature or
+    mappings with Feature's field names; cas_feature_index is required (the caller
     assigns the ids); omitted optional keys take the table's defaults. All or nothing, within
     a savepoint: the caller's transaction stays usable after any error (on an AUTOCOMMIT
     connection: one COPY, committed when this returns, or nothing). Raises InvalidInput
@@ -376,11 +376,11 @@ def insert_features(
     return copy_rows(connection, _FEATURE_LAYOUT, rows)
 
 
-def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[str, Any]]) -> int:
+def insert_cells(connection: Connection, *, rows: Iterable[Cell | Mapping[str, Any]]) -> int:
     """Bulk-write cells with COPY, streaming ``rows``; return the number of rows written.
 
-    ``rows`` is any iterable (a generator is fine: memory stays bounded) of CellRecord or
-    mappings with CellRecord's field names. cas_cell_index, cas_ingest_id and cell_type are
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of Cell or
+    mappings with Cell's field names. cas_cell_index, cas_ingest_id and cell_type are
     required (the caller assigns cas_cell_index: the column's sequence is not used); omitted
     optional keys take the table's defaults (obs_metadata_extra {}, is_primary_data True,
     others NULL). Strings must fit varchar(255) and hold no NUL; integers are int32 (numpy
@@ -395,13 +395,13 @@ def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[
     return copy_rows(connection, _CELL_LAYOUT, rows)
 
 
-def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[FeatureRecord]:
+def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[Feature]:
     """Return the features of an ingest ordered by cas_feature_index ([] for an unknown ingest).
 
     Raises InvalidInput, DatabaseError.
     """
     cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
-    return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), FeatureRecord)
+    return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), Feature)
 
 
 def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> int:
