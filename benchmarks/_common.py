@@ -1,4 +1,11 @@
-"""Shared pieces of the benchmarks: a database at head, deterministic cell rows, timing, RSS."""
+"""Shared pieces of the benchmarks: the method registry, a database at head, deterministic cell
+rows, timing, RSS.
+
+Each benchmark module registers the methods it compares with a :class:`Suite` decorator, the
+way SQLAlchemy's ``examples/performance`` registers its tests with ``Profiler.profile``; the
+runner picks them with ``--methods``. Run the modules from the repository root:
+``python -m benchmarks.bench_ingest ...`` (or ``PYTHONPATH=. python benchmarks/bench_ingest.py``).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,22 @@ import argparse
 import contextlib
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy
 from sqlalchemy import Engine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+from casdb import migrate
+from casdb.local import temporary_server
+from casdb.queries import cells
 
-from casdb import migrate  # noqa: E402
-from casdb.local import temporary_server  # noqa: E402
-from casdb.queries import cells  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: the working directory of child processes (``python -m benchmarks...``)."""
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 INGEST_ID = "bench-ingest"
 
@@ -27,6 +36,38 @@ _CELL_TYPES = [f"cell type {n} ({'αβγ'[n % 3]})" for n in range(40)]
 _TISSUES = ["blood", "lung", "liver", "brain", "kidney", "bone marrow", "skin"]
 _DISEASES = ["normal", "COVID-19", "lung adenocarcinoma", "type 2 diabetes mellitus"]
 _STAGES = [f"{n}-year-old human stage" for n in range(20, 90, 7)]
+
+
+class Suite(Generic[F]):
+    """The methods one benchmark compares, registered in order by :meth:`method`."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, F] = {}
+
+    def method(self, name: str) -> Callable[[F], F]:
+        """Decorator: register the function as the method ``name`` (its docstring says what)."""
+
+        def register(function: F) -> F:
+            assert name not in self.methods, f"method {name!r} registered twice"
+            self.methods[name] = function
+            return function
+
+        return register
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``--methods`` (default: all) and the common options."""
+        names = ",".join(self.methods)
+        parser.add_argument("--methods", default=names, help=f"comma-separated subset of {names}")
+        add_common_arguments(parser)
+
+    def chosen(self, args: argparse.Namespace) -> dict[str, F]:
+        """The registered methods named by ``--methods``, in registration order."""
+        wanted = [name.strip() for name in args.methods.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - set(self.methods))
+        if unknown:
+            known = ", ".join(self.methods)
+            raise SystemExit(f"unknown method(s) {', '.join(unknown)}; known: {known}")
+        return {name: method for name, method in self.methods.items() if name in wanted}
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

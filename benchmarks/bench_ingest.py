@@ -1,7 +1,7 @@
 """Bulk ingest of cell metadata: casdb.insert_cells vs raw COPY vs the replaced INSERT ... VALUES.
 
-    python benchmarks/bench_ingest.py --rows 1000000            # all three, best of 3
-    python benchmarks/bench_ingest.py --rows 10000000 --methods casdb --repeat 1   # RSS check
+    python -m benchmarks.bench_ingest --rows 1000000            # all three, best of 3
+    python -m benchmarks.bench_ingest --rows 10000000 --methods casdb --repeat 1   # RSS check
 
 The same deterministic rows (benchmarks/_common.py: cell_row) go through
 
@@ -28,14 +28,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import _common
 from sqlalchemy import Engine
 
+from benchmarks import _common
 from casdb.queries import cells
 from casdb.tables import cells_cellinfo
+
+Method = Callable[[Engine, argparse.Namespace], float]
+suite: _common.Suite[Method] = _common.Suite()
 
 SA_BATCH_ROWS = 2_500
 PG8000_MAX_PARAMETERS = 65_535
@@ -154,7 +157,9 @@ def child(url: str, rows: int) -> None:
 
 def casdb_in_child(url: str, rows: int) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, __file__, "--child", "--url", url, "--rows", str(rows)],
+        [sys.executable, "-m", "benchmarks.bench_ingest", "--child", "--url", url, "--rows",
+         str(rows)],
+        cwd=_common.ROOT,
         capture_output=True,
         text=True,
         check=False,
@@ -165,15 +170,77 @@ def casdb_in_child(url: str, rows: int) -> dict[str, Any]:
     return report
 
 
+@suite.method("casdb")
+def run_casdb(engine: Engine, args: argparse.Namespace) -> float:
+    """casdb insert_cells of a generator, a fresh child process per run (its own peak RSS)."""
+    print("casdb insert_cells (generator, child process per run):", flush=True)
+    url = engine.url.render_as_string(hide_password=False)
+    best: dict[str, Any] | None = None
+    for attempt in range(args.repeat):
+        reset(engine)
+        report = casdb_in_child(url, args.rows)
+        check_count(engine, args.rows)
+        print(
+            f"  casdb run {attempt + 1}: {report['seconds']:.2f} s, peak RSS "
+            f"{report['rss_peak_mb']:.0f} MB (after imports+connect "
+            f"{report['rss_before_mb']:.0f} MB)",
+            flush=True,
+        )
+        if best is None or report["seconds"] < best["seconds"]:
+            best = report
+    assert best is not None
+    args.rss_peak = best["rss_peak_mb"]
+    return float(best["seconds"])
+
+
+@suite.method("raw-copy")
+def run_raw_copy(engine: Engine, args: argparse.Namespace) -> float:
+    """raw pg8000 COPY FROM STDIN of COPY text rendered before the clock starts."""
+    print("raw pg8000 COPY FROM STDIN (pre-rendered text):", flush=True)
+    started = time.perf_counter()
+    path = render_copy_file(args.rows)
+    print(
+        f"  rendered {os.path.getsize(path) / 1e6:,.0f} MB in "
+        f"{time.perf_counter() - started:.1f} s (not timed)",
+        flush=True,
+    )
+    try:
+
+        def run_raw() -> None:
+            raw_copy(engine, path)
+            check_count(engine, args.rows)
+
+        return _common.best_of(args.repeat, run_raw, lambda: reset(engine), "raw-copy")
+    finally:
+        os.unlink(path)
+
+
+@suite.method("sa-insert")
+def run_sa_insert(engine: Engine, args: argparse.Namespace) -> float:
+    """the replaced way, SQLAlchemy insert().values(batch), timed on --sa-rows and scaled."""
+    params = SA_BATCH_ROWS * len(COLUMNS)
+    assert params <= PG8000_MAX_PARAMETERS
+    print(
+        f"SQLAlchemy insert().values(batch), {SA_BATCH_ROWS:,} rows x "
+        f"{len(COLUMNS)} columns = {params:,} parameters per statement (pg8000's "
+        f"limit is {PG8000_MAX_PARAMETERS:,}; 10,000-row batches would not run):",
+        flush=True,
+    )
+    sa_rows = min(args.rows, args.sa_rows)
+    print(f"  on the first {sa_rows:,} rows (--sa-rows)", flush=True)
+
+    def run_sa() -> None:
+        sa_insert(engine, sa_rows)
+        check_count(engine, sa_rows)
+
+    seconds = _common.best_of(args.repeat, run_sa, lambda: reset(engine), "sa-insert")
+    return seconds * args.rows / sa_rows  # the same rows/s, scaled
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    _common.add_common_arguments(parser)
+    suite.add_arguments(parser)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument(
-        "--methods",
-        default="casdb,raw-copy,sa-insert",
-        help="comma-separated subset of casdb,raw-copy,sa-insert",
-    )
     parser.add_argument(
         "--sa-rows",
         type=int,
@@ -186,73 +253,13 @@ def main() -> None:
     if args.child:
         child(args.url, args.rows)
         return
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = suite.chosen(args)
     rows = args.rows
     print(f"rows: {rows:,}; repeat: best of {args.repeat}; cpus: {os.cpu_count()}", flush=True)
     results: dict[str, float] = {}
-    rss_peak = 0.0
     with _common.database(args.url) as engine:
-        url = engine.url.render_as_string(hide_password=False)
-
-        if "casdb" in methods:
-            print("casdb insert_cells (generator, child process per run):", flush=True)
-            best: dict[str, Any] | None = None
-            for attempt in range(args.repeat):
-                reset(engine)
-                report = casdb_in_child(url, rows)
-                check_count(engine, rows)
-                print(
-                    f"  casdb run {attempt + 1}: {report['seconds']:.2f} s, peak RSS "
-                    f"{report['rss_peak_mb']:.0f} MB (after imports+connect "
-                    f"{report['rss_before_mb']:.0f} MB)",
-                    flush=True,
-                )
-                if best is None or report["seconds"] < best["seconds"]:
-                    best = report
-            assert best is not None
-            results["casdb"] = best["seconds"]
-            rss_peak = best["rss_peak_mb"]
-
-        if "raw-copy" in methods:
-            print("raw pg8000 COPY FROM STDIN (pre-rendered text):", flush=True)
-            started = time.perf_counter()
-            path = render_copy_file(rows)
-            print(
-                f"  rendered {os.path.getsize(path) / 1e6:,.0f} MB in "
-                f"{time.perf_counter() - started:.1f} s (not timed)",
-                flush=True,
-            )
-            try:
-
-                def run_raw() -> None:
-                    raw_copy(engine, path)
-                    check_count(engine, rows)
-
-                results["raw-copy"] = _common.best_of(
-                    args.repeat, run_raw, lambda: reset(engine), "raw-copy"
-                )
-            finally:
-                os.unlink(path)
-
-        if "sa-insert" in methods:
-            params = SA_BATCH_ROWS * len(COLUMNS)
-            assert params <= PG8000_MAX_PARAMETERS
-            print(
-                f"SQLAlchemy insert().values(batch), {SA_BATCH_ROWS:,} rows x "
-                f"{len(COLUMNS)} columns = {params:,} parameters per statement (pg8000's "
-                f"limit is {PG8000_MAX_PARAMETERS:,}; 10,000-row batches would not run):",
-                flush=True,
-            )
-
-            sa_rows = min(rows, args.sa_rows)
-            print(f"  on the first {sa_rows:,} rows (--sa-rows)", flush=True)
-
-            def run_sa() -> None:
-                sa_insert(engine, sa_rows)
-                check_count(engine, sa_rows)
-
-            seconds = _common.best_of(args.repeat, run_sa, lambda: reset(engine), "sa-insert")
-            results["sa-insert"] = seconds * rows / sa_rows  # the same rows/s, scaled
+        for name, method in methods.items():
+            results[name] = method(engine, args)
         reset(engine)
 
     print(f"\nresults ({rows:,} rows, best of {args.repeat}):")
@@ -267,7 +274,7 @@ def main() -> None:
     if "casdb" in results and "sa-insert" in results:
         print(f"  casdb / sa-insert rows/s: {results['sa-insert'] / results['casdb']:.1f}x")
     if "casdb" in results:
-        print(f"  casdb peak RSS: {rss_peak:.0f} MB (target < 300 MB)")
+        print(f"  casdb peak RSS: {args.rss_peak:.0f} MB (target < 300 MB)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ the way the CAS services do (a read, then a write, every few milliseconds, each 
 its own transaction), upgrades the database to head, and prints the longest time any probe
 statement took per table while the upgrade ran, and the upgrade's duration.
 
-    PYTHONPATH=. python benchmarks/bench_live_upgrade.py --cells 2000000
+    python -m benchmarks.bench_live_upgrade --cells 2000000    # from the repository root
 
 The "before" figure comes from the same script run against an older checkout
 (``PYTHONPATH=/path/to/old/checkout``): a ``casdb.migrate`` without the online-safe path is

@@ -1,6 +1,6 @@
 """A primary and a streaming standby: storage per million cells, lookups per replica, lag.
 
-    python benchmarks/bench_replicas.py --rows 1000000 --ids 100000
+    python -m benchmarks.bench_replicas --rows 1000000 --ids 100000
 
 Starts a throwaway primary and a hot standby of it (casdb.local.temporary_primary_and_standby:
 pg_basebackup -R, streaming, fsync off, synchronous_commit on), migrates, then:
@@ -21,20 +21,16 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+from sqlalchemy import Engine, text
 
-import _common  # noqa: E402
-from sqlalchemy import Engine, text  # noqa: E402
-
-import casdb  # noqa: E402
-from casdb.local import temporary_primary_and_standby  # noqa: E402
-from casdb.queries import cells, users  # noqa: E402
-from casdb.testing.databases import migrate_to_head  # noqa: E402
+import casdb
+from benchmarks import _common
+from casdb.local import temporary_primary_and_standby
+from casdb.queries import cells, users
+from casdb.testing.databases import migrate_to_head
 
 COLUMNS = ["cell_type", "tissue", "disease", "donor_id", "total_mrna_umis"]
 

@@ -173,10 +173,10 @@ def _models(conn: Connection, out: Out, tag: str) -> None:
 
 
 def _cell_rows(ingest_id: str, ids: Iterable[int],
-               rng: random.Random) -> Iterator[cells.CellRecord]:
+               rng: random.Random) -> Iterator[cells.Cell]:
     for index in ids:
         cell_type = rng.choice(CELL_TYPES)
-        yield cells.CellRecord(
+        yield cells.Cell(
             cas_cell_index=index, cas_ingest_id=ingest_id, cell_type=cell_type,
             original_cell_id=f"AAACCTG{index:09d}-1", donor_id=f"donor-{index % 12}",
             tissue=rng.choice(TISSUES), assay="10x 3' v3", organism="Homo sapiens",

@@ -17,14 +17,14 @@ from sqlalchemy import URL, Connection, Engine, select
 from sqlalchemy.dialects import postgresql
 
 from casdb import AlreadyExists, InvalidInput, NotFound, _copy_text
-from casdb.queries import cells
-from casdb.queries.cells import CellRecord, FeatureRecord
+from casdb.queries import _cell_copy, cells
+from casdb.queries.cells import Cell, Feature
 from casdb.tables import cells_cellinfo, cells_featureinfo
 from tests.conftest import rolled_back
 from tests.strategies import aware_times, characters, statements_sent
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-CELL_FIELDS = [field.name for field in attrs.fields(CellRecord)]
+CELL_FIELDS = [field.name for field in attrs.fields(Cell)]
 CELL_DEFAULTS = {"obs_metadata_extra": {}, "is_primary_data": True}
 FEATURE_DEFAULTS = {"feature_is_filtered": False, "var_metadata_extra": {}}
 REQUIRED_CELL = {"cas_cell_index", "cas_ingest_id", "cell_type"}
@@ -179,7 +179,7 @@ def test_cells_round_trip(engine: Engine, data: st.DataObject | None) -> None:
         as_records = [data.draw(st.booleans(), label="as record") for _ in ids]
     rows = [{"cas_cell_index": index, "cas_ingest_id": "ing", **body}
             for index, body in zip(ids, bodies, strict=True)]
-    given_rows = [CellRecord(**row) if record else row
+    given_rows = [Cell(**row) if record else row
                   for row, record in zip(rows, as_records, strict=True)]
     with rolled_back(engine) as conn:
         cells.create_ingest(conn, cas_ingest_id="ing", dataset_id="d")
@@ -201,7 +201,7 @@ def test_features_round_trip(engine: Engine, data: st.DataObject) -> None:
         other = next(n for n in range(10) if n not in ids)
         cells.insert_features(conn, rows=[_feature(other, "other")])
         assert cells.insert_features(conn, rows=(row for row in rows)) == len(rows)
-        expected = [FeatureRecord(**{**FEATURE_DEFAULTS, **row})
+        expected = [Feature(**{**FEATURE_DEFAULTS, **row})
                     for row in sorted(rows, key=lambda row: row["cas_feature_index"])]
         assert cells.list_features_for_ingest(conn, cas_ingest_id="ing") == expected
         legacy_ids = conn.execute(select(cells_featureinfo.c.id)).scalars().all()
@@ -356,7 +356,7 @@ def test_each_kind_of_bad_value(conn: Connection, ingest: str, field: str, value
 def test_missing_required_field_and_bad_rows(conn: Connection, ingest: str) -> None:
     with pytest.raises(InvalidInput, match="^row 1: cell_type must be a string, got nothing"):
         cells.insert_cells(conn, rows=[_cell(0), {"cas_cell_index": 1, "cas_ingest_id": ingest}])
-    with pytest.raises(InvalidInput, match="^row 0: must be a CellRecord or a mapping"):
+    with pytest.raises(InvalidInput, match="^row 0: must be a Cell or a mapping"):
         cells.insert_cells(conn, rows=[("not", "a", "row")])
     with pytest.raises(InvalidInput, match="iterable of records"):
         cells.insert_cells(conn, rows=_cell(0))  # type: ignore[arg-type]
@@ -433,11 +433,11 @@ def test_database_refusals_map_to_casdb_errors(conn: Connection, ingest: str) ->
 def test_insert_from_a_generator_without_a_transaction(engine: Engine) -> None:
     produced = 0
 
-    def rows() -> Iterator[CellRecord]:
+    def rows() -> Iterator[Cell]:
         nonlocal produced
         for index in range(12_000):
             produced += 1
-            yield CellRecord(cas_cell_index=index, cas_ingest_id="gen", cell_type="t")
+            yield Cell(cas_cell_index=index, cas_ingest_id="gen", cell_type="t")
 
     with engine.connect() as conn:  # no begin(): the operation autobegins, the caller decides
         cells.create_ingest(conn, cas_ingest_id="gen", dataset_id="d")
@@ -487,10 +487,10 @@ def test_statements_compile_without_a_database() -> None:
     assert lookup.rstrip().endswith("ORDER BY q.ord")
     with pytest.raises(KeyError):
         cells.build_select_cells_by_ids(["cell_type; DROP TABLE x"])
-    copy = cells.build_copy_from_stdin(cells_cellinfo, cells._CELL_LAYOUT.columns)
+    copy = _cell_copy.build_copy_from_stdin(cells_cellinfo, cells._CELL_LAYOUT.columns)
     assert copy.startswith("COPY cells_cellinfo (cas_cell_index, cas_ingest_id, cell_type,")
     assert copy.endswith(") FROM STDIN")
-    features = cells.build_copy_from_stdin(cells_featureinfo, cells._FEATURE_LAYOUT.columns)
+    features = _cell_copy.build_copy_from_stdin(cells_featureinfo, cells._FEATURE_LAYOUT.columns)
     assert " id," not in features and "(id" not in features
     for statement in (cells.build_count_cells("x"), cells.build_delete_ingest("x"),
                       cells.build_list_features_for_ingest("x"), cells.build_select_ingest("x")):

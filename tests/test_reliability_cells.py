@@ -15,10 +15,10 @@ from casdb.engine import config_for_url
 from casdb.queries import cells
 
 
-def _rows(ingest: str, start: int, count: int) -> Iterator[cells.CellRecord]:
+def _rows(ingest: str, start: int, count: int) -> Iterator[cells.Cell]:
     for index in range(start, start + count):
-        yield cells.CellRecord(cas_cell_index=index, cas_ingest_id=ingest, cell_type="T cell",
-                               tissue="blood", obs_metadata_extra={"n": index})
+        yield cells.Cell(cas_cell_index=index, cas_ingest_id=ingest, cell_type="T cell",
+                         tissue="blood", obs_metadata_extra={"n": index})
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_backend_killed_mid_insert_leaves_nothing_and_the_next_call_works(
         victim = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
         conn.rollback()
 
-        def killing_rows() -> Iterator[cells.CellRecord]:
+        def killing_rows() -> Iterator[cells.Cell]:
             for n, row in enumerate(_rows("fault", 10_000_000, 200_000)):
                 if n == 50_000:  # well into the COPY stream
                     with pinged_engine.connect() as killer:

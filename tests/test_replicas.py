@@ -418,9 +418,9 @@ def test_wait_times_out_while_the_replica_lags_then_sees_the_write(pair: Pair) -
         assert users.get_user(r, user_id=user.id) == user
 
 
-def _cells(ingest_id: str, first: int, count: int) -> Iterator[cells.CellRecord]:
+def _cells(ingest_id: str, first: int, count: int) -> Iterator[cells.Cell]:
     for index in range(first, first + count):
-        yield cells.CellRecord(cas_cell_index=index, cas_ingest_id=ingest_id,
+        yield cells.Cell(cas_cell_index=index, cas_ingest_id=ingest_id,
                                cell_type="T cell", original_cell_id=f"c{index}",
                                obs_metadata_extra={"n": index}, tissue="blood")
 

@@ -158,7 +158,7 @@ def _feature_index(feature: Any) -> int:
        model=cs.model_records(), ingest=cs.ingest_records())
 def test_records_fit_their_tables(user: users.User, key: keys.UserKey,
                                   event: activity.UserActivity, model: ml_models.MLModel,
-                                  ingest: cells.IngestRecord) -> None:
+                                  ingest: cells.Ingest) -> None:
     assert_fits(users_user, attrs.asdict(user))
     assert_fits(users_userkey, attrs.asdict(key))
     assert_fits(users_useractivity, attrs.asdict(event, recurse=False))
@@ -235,7 +235,7 @@ def test_refused_cell_values_are_refused_and_nothing_stays(
 
         @given(batch=cs.cell_batches("ing", min_size=1, max_size=5), bad=refused,
                at=st.integers(0, 4))
-        def check(batch: list[cells.CellRecord], bad: Any, at: int) -> None:
+        def check(batch: list[cells.Cell], bad: Any, at: int) -> None:
             at %= len(batch)
             batch[at] = attrs.evolve(batch[at], **{field: bad})
             with pytest.raises(InvalidInput) as raised:

@@ -72,17 +72,18 @@ def fetch_one(
     return found
 
 
-def fetch_new(
-    connection: Connection, statement: Executable, into: Callable[..., R], *, taken: str, field: str
+def fetch_created(
+    connection: Connection, statement: Executable, into: Callable[..., R], *, exists: str,
+    field: str,
 ) -> R:
-    """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return the new row as a record.
+    """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return its one row as a record.
 
-    Raises AlreadyExists(``taken``, field=``field``) when it inserted nothing.
+    Raises AlreadyExists(``exists``, field=``field``) when the conflict left no row.
     """
-    found = fetch_optional(connection, statement, into)
-    if found is None:
-        raise AlreadyExists(taken, field=field)
-    return found
+    created = fetch_optional(connection, statement, into)
+    if created is None:
+        raise AlreadyExists(exists, field=field)
+    return created
 
 
 def fetch_all(connection: Connection, statement: Executable, into: Callable[..., R]) -> list[R]:

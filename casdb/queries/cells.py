@@ -1,60 +1,62 @@
 """Cell metadata: ingests, features and cells, written in bulk with COPY and read back by id.
 
-Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (the text codec is
-casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids as ONE int[]
-array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per chunk, the
-input's order kept. Both talk to pg8000 through casdb._driver, which keeps the connection in
-step with the server whatever happens.
+Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (queries._cell_copy; the
+text codec is casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids
+as ONE int[] array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per
+chunk, the input's order kept (the checks and chunking are queries._cell_lookup). Both talk to
+pg8000 through casdb._driver, which keeps the connection in step with the server whatever
+happens.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
-import gc
-import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import chain, islice
 from typing import Any, Final
 
 import attrs
 from sqlalchemy import (
-    Column,
     Connection,
     Delete,
     Insert,
     Integer,
     Select,
-    Table,
     bindparam,
     delete,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql.base import PGDialect
-from sqlalchemy.engine import Dialect
 
-from casdb import _driver
 from casdb._checks import (
-    INT32_MAX,
-    INT32_MIN,
     check_int,
     check_json,
     check_optional_text,
     check_optional_time,
     check_text,
     describe,
-    translated_errors,
 )
 from casdb._copy_text import CopyLayout
-from casdb.errors import AlreadyExists, InvalidInput, NotFound
+from casdb.errors import NotFound
+from casdb.queries._cell_copy import copy_rows
+from casdb.queries._cell_lookup import (
+    CELL_COLUMN_NAMES,
+    Lookup,
+    check_columns,
+    checked_ids,
+    compiled_sql,
+    fetch_by_ids,
+    fetch_values_by_ids,
+    id_iterator,
+    index_column,
+    index_sequence,
+    iter_by_ids,
+)
 from casdb.queries._rows import (
     execute,
     fetch_all,
+    fetch_created,
     fetch_one,
-    fetch_optional,
     fetch_scalar,
     record_columns,
 )
@@ -66,9 +68,9 @@ __all__ = [
     "LOOKUP_CHUNK_SIZE",
     "MAX_RESERVED_INDEXES",
     "CellMetadata",
-    "CellRecord",
-    "FeatureRecord",
-    "IngestRecord",
+    "Cell",
+    "Feature",
+    "Ingest",
     "advance_index_sequence",
     "build_advance_index_sequence",
     "build_count_cells",
@@ -101,13 +103,17 @@ ITER_CHUNK_SIZE = 10_000
 """Ids per statement of iter_cell_metadata_by_ids: its memory bound (~7 MB of records with a
 few columns, ~32 MB with all 24); a round trip per 10,000 ids costs nothing measurable."""
 
+_INDEX_CHUNK: Final = 50_000
+MAX_RESERVED_INDEXES: Final = 10_000_000
+"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
+
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
 
 
 @attrs.frozen
-class IngestRecord:
+class Ingest:
     """A row of cells_ingestinfo; ingest_timestamp is aware UTC."""
 
     cas_ingest_id: str
@@ -118,7 +124,7 @@ class IngestRecord:
 
 
 @attrs.frozen(kw_only=True)
-class FeatureRecord:
+class Feature:
     """A row of cells_featureinfo (the legacy ``id`` column is not part of it: it stays NULL).
 
     Defaults are those of the table: feature_is_filtered False, var_metadata_extra {}.
@@ -135,7 +141,7 @@ class FeatureRecord:
 
 
 @attrs.frozen(kw_only=True)
-class CellRecord:
+class Cell:
     """A row of cells_cellinfo, as :func:`insert_cells` takes it.
 
     Defaults are those of the table: obs_metadata_extra {}, is_primary_data True, every other
@@ -180,16 +186,10 @@ class CellMetadata:
     values: dict[str, Any]
 
 
-_INGEST_COLUMNS = record_columns(cells_ingestinfo, IngestRecord)
-_FEATURE_COLUMNS = record_columns(cells_featureinfo, FeatureRecord)
-CELL_COLUMN_NAMES: Final = tuple(column.name for column in cells_cellinfo.columns)
-"""Every column of cells_cellinfo, in table order: the valid ``columns`` of lookups."""
-
-
-def _cell_metadata_from_rows(names: Sequence[str], rows: list[Any]) -> list[CellMetadata]:
-    # Rows hold the requested columns, then cas_cell_index. (A whole batch per call: a
-    # function call per row would be a quarter of the cost of building the records.)
-    return [CellMetadata(row[-1], dict(zip(names, row, strict=False))) for row in rows]
+_INGEST_COLUMNS = record_columns(cells_ingestinfo, Ingest)
+_FEATURE_COLUMNS = record_columns(cells_featureinfo, Feature)
+_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, Cell)
+_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, Feature)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,136 +262,54 @@ def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
     )
 
 
-def build_copy_from_stdin(table: Table, columns: Sequence[Column[Any]]) -> str:
-    """``COPY table (columns) FROM STDIN`` (text format); names come from the Table metadata.
+def build_reserve_indexes(table: str, count: int) -> Select[Any]:
+    """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
 
-    COPY has no Core construct; the identifiers are quoted by the PostgreSQL dialect.
+    nextval is atomic, so concurrent callers never share a value; under concurrency the
+    values may come in several runs, which are returned in order.
     """
-    assert all(column.table is table for column in columns), "columns of another table"
-    preparer = PGDialect().identifier_preparer  # type: ignore[no-untyped-call]
-    names = ", ".join(preparer.format_column(column) for column in columns)
-    return f"COPY {preparer.format_table(table)} ({names}) FROM STDIN"
+    values = select(func.nextval(index_sequence(table)).label("id")).select_from(
+        func.generate_series(1, count)
+    ).cte("reserved")
+    runs = select(
+        values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
+    ).cte("runs")
+    return (
+        select(func.min(runs.c.id), func.max(runs.c.id))
+        .group_by(runs.c.run)
+        .order_by(func.min(runs.c.id))
+    )
 
 
-# --------------------------------------------------------------------------------------------
-# Running the bulk paths
-# --------------------------------------------------------------------------------------------
-
-_CELL_LAYOUT: Final = CopyLayout.of(cells_cellinfo, CellRecord)
-_FEATURE_LAYOUT: Final = CopyLayout.of(cells_featureinfo, FeatureRecord)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (if on) while a large result is built.
-
-    Each found cell allocates a few containers (the driver's row, decoded JSON, the values
-    dict, the record); with the collector on, its repeated passes over them cost as much as
-    pg8000's decoding of the rows. Nothing built here is cyclic; the collector resumes after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def build_advance_index_sequence(table: str, past: int) -> Select[Any]:
+    """SELECT setval(sequence, past) only where the sequence is below ``past`` (never back)."""
+    sequence = index_sequence(table)
+    return select(func.setval(sequence, past)).where(
+        func.coalesce(func.pg_sequence_last_value(sequence), 0) < past
+    )
 
 
-def _copy(connection: Connection, layout: CopyLayout, rows: Iterable[object]) -> int:
-    """Stream ``rows`` into ``layout.table`` with one COPY, all or nothing; return rows written."""
-    if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
-        raise InvalidInput("rows must be an iterable of records or mappings")
-    chunks = layout.copy_chunks(rows)
-    first = next(chunks, None)  # a bad row among the first ones fails before any SQL
-    if first is None:
-        return 0
-    statement = build_copy_from_stdin(layout.table, layout.columns)
-    with translated_errors(connection=connection):
-        return _driver.copy_all_or_nothing(connection, statement, chain([first], chunks))
+def build_existing_indexes(table: str) -> Select[Any]:
+    """SELECT which of the ids bound as ``:ids`` (one int[]) are in the table, ordered."""
+    target, column = index_column(table)
+    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
+    return (
+        select(target.c[column])
+        .where(target.c[column] == func.any(ids))
+        .order_by(target.c[column])
+    )
 
 
-def _id_iterator(cell_ids: Iterable[Any]) -> Iterator[Any]:
-    if isinstance(cell_ids, str | bytes | Mapping):
-        raise InvalidInput("cell_ids must be an iterable of integers")
-    try:
-        return iter(cell_ids)
-    except TypeError:
-        raise InvalidInput(
-            f"cell_ids must be an iterable of integers, got {type(cell_ids).__name__}"
-        ) from None
+def _lookup(connection: Connection, names: tuple[str, ...]) -> Lookup[CellMetadata]:
+    statement = compiled_sql(build_select_cells_by_ids, names, connection.dialect)
+    return Lookup(statement, names, CellMetadata)
 
 
-def _checked_ids(values: list[Any], first: int = 0) -> list[int]:
-    """``values`` (cell_ids[first:...]) as int32 ints; InvalidInput naming the first bad one."""
-    if not set(map(type, values)) <= {int}:
-        for position, value in enumerate(values, first):
-            if isinstance(value, bool | str) or not hasattr(value, "__index__"):
-                raise InvalidInput(
-                    f"cell_ids[{position}] must be an integer, got {type(value).__name__}"
-                )
-        values = [operator.index(value) for value in values]  # int subclasses, numpy integers
-    if values and (min(values) < INT32_MIN or max(values) > INT32_MAX):
-        for position, value in enumerate(values, first):
-            check_int(f"cell_ids[{position}]", value)  # raises for the first out of range
-    return values
-
-
-@functools.lru_cache(maxsize=256)
-def _select_cells_sql(names: tuple[str, ...], dialect: Dialect) -> str:
-    """The lookup statement compiled for ``dialect`` (cached: compiling costs ~0.3 ms)."""
-    compiled = build_select_cells_by_ids(names).compile(dialect=dialect)
-    assert compiled.positiontup == ["ids"], "casdb runs on pg8000 (a positional paramstyle)"
-    return compiled.string
-
-
-def _check_columns(columns: Iterable[str] | None) -> tuple[str, ...]:
-    if columns is None:
-        return CELL_COLUMN_NAMES
-    if isinstance(columns, str | bytes):
-        raise InvalidInput("columns must be a list of column names, not one string")
-    try:
-        given = list(columns)
-    except TypeError:
-        raise InvalidInput(
-            f"columns must be a list of column names, got {type(columns).__name__}"
-        ) from None
-    unknown = [name for name in given if not isinstance(name, str) or name not in CELL_COLUMN_NAMES]
-    if unknown:
-        raise InvalidInput(
-            f"unknown cells_cellinfo column(s) {', '.join(map(describe, unknown))}; "
-            f"valid: {', '.join(CELL_COLUMN_NAMES)}"[:1000]
-        )
-    return tuple(dict.fromkeys(given))
-
-
-def _found(
-    connection: Connection, names: tuple[str, ...], statement: str, ids: list[int]
-) -> list[CellMetadata]:
-    """One lookup statement for one chunk of ids; the reply is read whole before it returns."""
-    with translated_errors(connection=connection):
-        rows = _driver.fetch_all(connection, statement, (ids,))
-    return _cell_metadata_from_rows(names, rows)
-
-
-def _iter_found(
-    connection: Connection, names: tuple[str, ...], source: Iterator[Any]
-) -> Iterator[CellMetadata]:
-    statement = _select_cells_sql(names, connection.dialect)
-    position = 0
-    while chunk := list(islice(source, ITER_CHUNK_SIZE)):
-        ids = _checked_ids(chunk, position)
-        position += len(chunk)
-        with _gc_paused():
-            found = _found(connection, names, statement, ids)
-        del chunk, ids
-        yield from found  # nothing is pending on the connection between two records
-
-
-# --------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------
 # Operations
 # --------------------------------------------------------------------------------------------
+
+
 def create_ingest(
     connection: Connection,
     *,
@@ -400,7 +318,7 @@ def create_ingest(
     dataset_version_id: str | None = None,
     uns_metadata: Any = None,
     ingest_timestamp: dt.datetime | None = None,
-) -> IngestRecord:
+) -> Ingest:
     """Create an ingest and return it.
 
     uns_metadata None stores {}; ingest_timestamp None stores the server's now (UTC); an
@@ -415,22 +333,20 @@ def create_ingest(
     }
     if ingest_timestamp is not None:
         values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
-    ingest = fetch_optional(connection, build_create_ingest(values), IngestRecord)
-    if ingest is None:
-        raise AlreadyExists("an ingest with this cas_ingest_id exists", field="cas_ingest_id")
-    return ingest
+    return fetch_created(connection, build_create_ingest(values), Ingest,
+                         exists="an ingest with this cas_ingest_id exists", field="cas_ingest_id")
 
 
-def get_ingest(connection: Connection, *, cas_ingest_id: str) -> IngestRecord:
+def get_ingest(connection: Connection, *, cas_ingest_id: str) -> Ingest:
     """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
     cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
-    return fetch_one(connection, build_select_ingest(cas_ingest_id), IngestRecord,
+    return fetch_one(connection, build_select_ingest(cas_ingest_id), Ingest,
                      missing=f"no ingest {describe(cas_ingest_id)}")
 
 
-def list_ingests(connection: Connection) -> list[IngestRecord]:
+def list_ingests(connection: Connection) -> list[Ingest]:
     """Return every ingest, ordered by cas_ingest_id. Raises DatabaseError."""
-    return fetch_all(connection, build_list_ingests(), IngestRecord)
+    return fetch_all(connection, build_list_ingests(), Ingest)
 
 
 def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
@@ -445,26 +361,26 @@ def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
 
 
 def insert_features(
-    connection: Connection, *, rows: Iterable[FeatureRecord | Mapping[str, Any]]
+    connection: Connection, *, rows: Iterable[Feature | Mapping[str, Any]]
 ) -> int:
     """Bulk-write features with COPY, streaming ``rows``; return the number of rows written.
 
-    ``rows`` is any iterable (a generator is fine: memory stays bounded) of FeatureRecord or
-    mappings with FeatureRecord's field names; cas_feature_index is required (the caller
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of Feature or
+    mappings with Feature's field names; cas_feature_index is required (the caller
     assigns the ids); omitted optional keys take the table's defaults. All or nothing, within
     a savepoint: the caller's transaction stays usable after any error (on an AUTOCOMMIT
     connection: one COPY, committed when this returns, or nothing). Raises InvalidInput
     (a bad row: the message names its index and field; an unknown key), NotFound (an unknown
     cas_ingest_id), AlreadyExists(field="cas_feature_index"), DatabaseError.
     """
-    return _copy(connection, _FEATURE_LAYOUT, rows)
+    return copy_rows(connection, _FEATURE_LAYOUT, rows)
 
 
-def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[str, Any]]) -> int:
+def insert_cells(connection: Connection, *, rows: Iterable[Cell | Mapping[str, Any]]) -> int:
     """Bulk-write cells with COPY, streaming ``rows``; return the number of rows written.
 
-    ``rows`` is any iterable (a generator is fine: memory stays bounded) of CellRecord or
-    mappings with CellRecord's field names. cas_cell_index, cas_ingest_id and cell_type are
+    ``rows`` is any iterable (a generator is fine: memory stays bounded) of Cell or
+    mappings with Cell's field names. cas_cell_index, cas_ingest_id and cell_type are
     required (the caller assigns cas_cell_index: the column's sequence is not used); omitted
     optional keys take the table's defaults (obs_metadata_extra {}, is_primary_data True,
     others NULL). Strings must fit varchar(255) and hold no NUL; integers are int32 (numpy
@@ -476,16 +392,16 @@ def insert_cells(connection: Connection, *, rows: Iterable[CellRecord | Mapping[
     unknown cas_ingest_id), AlreadyExists(field="cas_cell_index"), DatabaseError; an
     exception raised by ``rows`` itself propagates unchanged (nothing written).
     """
-    return _copy(connection, _CELL_LAYOUT, rows)
+    return copy_rows(connection, _CELL_LAYOUT, rows)
 
 
-def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[FeatureRecord]:
+def list_features_for_ingest(connection: Connection, *, cas_ingest_id: str) -> list[Feature]:
     """Return the features of an ingest ordered by cas_feature_index ([] for an unknown ingest).
 
     Raises InvalidInput, DatabaseError.
     """
     cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
-    return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), FeatureRecord)
+    return fetch_all(connection, build_list_features_for_ingest(cas_ingest_id), Feature)
 
 
 def count_cells(connection: Connection, *, cas_ingest_id: str | None = None) -> int:
@@ -519,17 +435,11 @@ def get_cell_metadata_by_ids(
     Raises InvalidInput (an unknown column, naming the valid ones; an id that is not an
     int32; both before any SQL), DatabaseError.
     """
-    names = _check_columns(columns)
-    ids = _checked_ids(list(_id_iterator(cell_ids)))
+    names = check_columns(columns)
+    ids = checked_ids(list(id_iterator(cell_ids)))
     if not ids:
         return []
-    statement = _select_cells_sql(names, connection.dialect)
-    found: list[CellMetadata] = []
-    with _gc_paused():
-        for start in range(0, len(ids), LOOKUP_CHUNK_SIZE):
-            chunk = ids[start : start + LOOKUP_CHUNK_SIZE]
-            found.extend(_found(connection, names, statement, chunk))
-    return found
+    return fetch_by_ids(connection, _lookup(connection, names), ids, LOOKUP_CHUNK_SIZE)
 
 
 def iter_cell_metadata_by_ids(
@@ -550,64 +460,9 @@ def iter_cell_metadata_by_ids(
 
     Raises InvalidInput, DatabaseError.
     """
-    names = _check_columns(columns)
-    return _iter_found(connection, names, _id_iterator(cell_ids))
-
-
-_INDEXED: Final = {"cells": (cells_cellinfo, "cas_cell_index"),
-                   "features": (cells_featureinfo, "cas_feature_index")}
-_INDEX_CHUNK: Final = 50_000
-MAX_RESERVED_INDEXES: Final = 10_000_000
-"""Ids one reserve_indexes call takes at most (about 5 s of nextval on the server)."""
-
-
-def _index_column(table: object) -> tuple[Table, str]:
-    if not isinstance(table, str) or table not in _INDEXED:
-        raise InvalidInput(f"table must be 'cells' or 'features', got {describe(table)}")
-    return _INDEXED[table]
-
-
-def _index_sequence(table: str) -> Any:
-    target, column = _index_column(table)
-    return func.pg_get_serial_sequence(target.name, column).cast(postgresql.REGCLASS)
-
-
-def build_reserve_indexes(table: str, count: int) -> Select[Any]:
-    """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
-
-    nextval is atomic, so concurrent callers never share a value; under concurrency the
-    values may come in several runs, which are returned in order.
-    """
-    values = select(func.nextval(_index_sequence(table)).label("id")).select_from(
-        func.generate_series(1, count)
-    ).cte("reserved")
-    runs = select(
-        values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
-    ).cte("runs")
-    return (
-        select(func.min(runs.c.id), func.max(runs.c.id))
-        .group_by(runs.c.run)
-        .order_by(func.min(runs.c.id))
-    )
-
-
-def build_advance_index_sequence(table: str, past: int) -> Select[Any]:
-    """SELECT setval(sequence, past) only where the sequence is below ``past`` (never back)."""
-    sequence = _index_sequence(table)
-    return select(func.setval(sequence, past)).where(
-        func.coalesce(func.pg_sequence_last_value(sequence), 0) < past
-    )
-
-
-def build_existing_indexes(table: str) -> Select[Any]:
-    """SELECT which of the ids bound as ``:ids`` (one int[]) are in the table, ordered."""
-    target, column = _index_column(table)
-    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
-    return (
-        select(target.c[column])
-        .where(target.c[column] == func.any(ids))
-        .order_by(target.c[column])
-    )
+    names = check_columns(columns)
+    lookup = _lookup(connection, names)
+    return iter_by_ids(connection, lookup, id_iterator(cell_ids), ITER_CHUNK_SIZE)
 
 
 def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[range]:
@@ -619,7 +474,7 @@ def reserve_indexes(connection: Connection, *, table: str, count: int) -> list[r
     ``count`` is at most MAX_RESERVED_INDEXES. Raises InvalidInput for a bad argument,
     DatabaseError.
     """
-    _index_column(table)
+    index_column(table)
     count = check_int("count", count, minimum=0, maximum=MAX_RESERVED_INDEXES)
     if count == 0:
         return []
@@ -633,7 +488,7 @@ def advance_index_sequence(connection: Connection, *, table: str, past: int) -> 
     Used after rows with explicit ids were written; never moves the sequence back. Returns
     None. Raises InvalidInput for a bad argument, DatabaseError.
     """
-    _index_column(table)
+    index_column(table)
     past = check_int("past", past, minimum=1)
     execute(connection, build_advance_index_sequence(table, past)).all()
 
@@ -643,12 +498,6 @@ def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[i
 
     Raises InvalidInput for a bad argument, DatabaseError.
     """
-    _index_column(table)
-    wanted = sorted(set(_checked_ids(list(_id_iterator(ids)))))
-    statement = build_existing_indexes(table)
-    found: list[int] = []
-    with translated_errors(connection=connection):
-        for start in range(0, len(wanted), _INDEX_CHUNK):
-            chunk = wanted[start : start + _INDEX_CHUNK]
-            found.extend(connection.execute(statement, {"ids": chunk}).scalars())
-    return found
+    index_column(table)
+    wanted = sorted(set(checked_ids(list(id_iterator(ids)))))
+    return fetch_values_by_ids(connection, build_existing_indexes(table), wanted, _INDEX_CHUNK)

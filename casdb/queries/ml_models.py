@@ -60,7 +60,7 @@ from casdb._checks import (
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
-from casdb.queries._rows import fetch_all, fetch_new, fetch_one, record_columns, to_record
+from casdb.queries._rows import fetch_all, fetch_created, fetch_one, record_columns, to_record
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
 
@@ -326,8 +326,8 @@ def create_model(
         values["created_date"] = check_optional_time("created_date", created_date)
     if is_default_model:
         _check_transactional(connection, "create_model(is_default_model=True)")
-    model = fetch_new(connection, build_insert_model(values), model_from_row,
-                      taken="a model with this model_name already exists", field="model_name")
+    model = fetch_created(connection, build_insert_model(values), model_from_row,
+                      exists="a model with this model_name already exists", field="model_name")
     return _make_default(connection, model.id) if is_default_model else model
 
 

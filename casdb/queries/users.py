@@ -19,7 +19,7 @@ from casdb._checks import (
 )
 from casdb.queries._rows import (
     fetch_all,
-    fetch_new,
+    fetch_created,
     fetch_one,
     fetch_optional,
     record_columns,
@@ -206,8 +206,8 @@ def create_user(
         )
     if not isinstance(created_at, _Unset):
         values["created_at"] = check_time("created_at", created_at)
-    return fetch_new(connection, build_create_user(values), User,
-                     taken="a user with this email already exists", field="email")
+    return fetch_created(connection, build_create_user(values), User,
+                         exists="a user with this email already exists", field="email")
 
 
 def get_user(connection: Connection, *, user_id: int) -> User:

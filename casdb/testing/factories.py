@@ -53,9 +53,9 @@ class IssuedKey:
 class IngestWithCells:
     """An ingest and the features and cells stored under it, as written."""
 
-    ingest: cell_queries.IngestRecord
-    features: tuple[cell_queries.FeatureRecord, ...]
-    cells: tuple[cell_queries.CellRecord, ...]
+    ingest: cell_queries.Ingest
+    features: tuple[cell_queries.Feature, ...]
+    cells: tuple[cell_queries.Cell, ...]
 
     @property
     def cell_ids(self) -> list[int]:
@@ -156,7 +156,7 @@ def make_ingest(
     ingest = cell_queries.create_ingest(connection, **(values | fields))
     first_feature = _next_index(connection, cells_featureinfo.c.cas_feature_index)
     feature_rows = tuple(
-        cell_queries.FeatureRecord(
+        cell_queries.Feature(
             cas_feature_index=first_feature + number,
             cas_ingest_id=ingest.cas_ingest_id,
             original_feature_id=f"ENSG{first_feature + number:011d}",
@@ -187,7 +187,7 @@ def make_ingest(
             "total_mrna_umis": 1000 + number,
             "obs_metadata_extra": {"batch": number % 2},
         }
-        made.append(cell_queries.CellRecord(**(cell | dict(cell_fields or {}))))
+        made.append(cell_queries.Cell(**(cell | dict(cell_fields or {}))))
     cell_queries.insert_features(connection, rows=feature_rows)
     cell_queries.insert_cells(connection, rows=made)
     return IngestWithCells(ingest=ingest, features=feature_rows, cells=tuple(made))

@@ -36,7 +36,7 @@ import attrs
 from hypothesis import strategies as st
 
 from casdb.queries.activity import UserActivity
-from casdb.queries.cells import CellRecord, FeatureRecord, IngestRecord
+from casdb.queries.cells import Cell, Feature, Ingest
 from casdb.queries.keys import UserKey
 from casdb.queries.ml_models import MatchingEngineIndex, MLModel
 from casdb.queries.users import User
@@ -236,7 +236,7 @@ _FEATURE_OPTIONAL: dict[str, Strategy[Any]] = {
 
 def _cell_optional() -> dict[str, Strategy[Any]]:
     fields: dict[str, Strategy[Any]] = {}
-    for name in (field.name for field in attrs.fields(CellRecord)):
+    for name in (field.name for field in attrs.fields(Cell)):
         if name in ("cas_cell_index", "cas_ingest_id", "cell_type"):
             continue
         if name == "obs_metadata_extra":
@@ -273,9 +273,9 @@ def feature_rows(
 
 def features(
     cas_ingest_id: str | Strategy[str], cas_feature_index: int | Strategy[int] = int32
-) -> Strategy[FeatureRecord]:
-    """FeatureRecords for ``cells.insert_features``."""
-    return feature_rows(cas_ingest_id, cas_feature_index).map(lambda row: FeatureRecord(**row))
+) -> Strategy[Feature]:
+    """Feature records for ``cells.insert_features``."""
+    return feature_rows(cas_ingest_id, cas_feature_index).map(lambda row: Feature(**row))
 
 
 def cell_rows(
@@ -288,15 +288,15 @@ def cell_rows(
 
 def cells(
     cas_ingest_id: str | Strategy[str], cas_cell_index: int | Strategy[int] = int32
-) -> Strategy[CellRecord]:
-    """CellRecords for ``cells.insert_cells``."""
-    return cell_rows(cas_ingest_id, cas_cell_index).map(lambda row: CellRecord(**row))
+) -> Strategy[Cell]:
+    """Cell records for ``cells.insert_cells``."""
+    return cell_rows(cas_ingest_id, cas_cell_index).map(lambda row: Cell(**row))
 
 
 def cell_batches(
     cas_ingest_id: str | Strategy[str], *, min_size: int = 0, max_size: int = 50
-) -> Strategy[list[CellRecord]]:
-    """Lists of CellRecords with distinct cas_cell_index, ready for one insert_cells call."""
+) -> Strategy[list[Cell]]:
+    """Lists of Cell records with distinct cas_cell_index, ready for one insert_cells call."""
     return st.lists(
         cells(cas_ingest_id),
         min_size=min_size,
@@ -384,10 +384,10 @@ def model_records(draw: st.DrawFn, *, max_indexes: int = 3) -> MLModel:
     )
 
 
-def ingest_records() -> Strategy[IngestRecord]:
+def ingest_records() -> Strategy[Ingest]:
     """Ingests as ``cells.get_ingest`` returns them."""
     return st.builds(
-        IngestRecord,
+        Ingest,
         cas_ingest_id=nonempty255,
         dataset_id=nonempty255,
         dataset_version_id=st.none() | text255,

@@ -1,0 +1,1 @@
+"""casdb benchmarks: run from the repository root, e.g. ``python -m benchmarks.bench_ingest``."""
