@@ -157,8 +157,16 @@ def child(url: str, rows: int) -> None:
 
 def casdb_in_child(url: str, rows: int) -> dict[str, Any]:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_ingest", "--child", "--url", url, "--rows",
-         str(rows)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_ingest",
+            "--child",
+            "--url",
+            url,
+            "--rows",
+            str(rows),
+        ],
         cwd=_common.ROOT,
         capture_output=True,
         text=True,

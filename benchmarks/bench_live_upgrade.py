@@ -149,66 +149,143 @@ def _probes(engine: Engine, cells: int) -> list[Probe]:
 
     tag = int(time.time() * 1000) % 10_000_000
     return [
-        Probe(engine, "users_user", [
-            ex("SELECT id, email, active, is_admin FROM users_user WHERE id = :id",
-               id=lambda n: 1 + n % USERS),
-            ex("INSERT INTO users_user (email, username, active, requests_processed, "
-               "cells_processed, is_admin, cell_quota, lifetime_cell_quota, quota_increased, "
-               "created_at, ask_for_feedback) VALUES (:email, 'probe', true, 0, 0, false, "
-               "100000, 50000, false, now(), true)", email=lambda n: f"p{tag}-{n}@example.org"),
-        ]),
-        Probe(engine, "users_userkey", [
-            ex("SELECT k.key_hash, k.expires, u.active FROM users_userkey k JOIN users_user u "
-               "ON u.id = k.user_id WHERE k.key_locator = md5(:k)::uuid",
-               k=lambda n: f"k{1 + n % USERS}"),
-            ex("INSERT INTO users_userkey (key_locator, user_id, created_date, active, expires, "
-               "key_hash) VALUES (md5(:k)::uuid, :u, now(), true, now() + interval '180 days', "
-               "'h')", k=lambda n: f"probe{tag}-{n}", u=lambda n: 1 + n % USERS),
-        ]),
-        Probe(engine, "users_useractivity", [
-            ex("INSERT INTO users_useractivity (user_id, request_id, cell_count, model_name, "
-               "method, finished_time, event) VALUES (:u, :r, 100, 'cas-model-1', 'annotate', "
-               "now(), 'SUCCEEDED')", u=lambda n: 1 + n % USERS, r=lambda n: f"p{tag}-{n}"),
-            ex("SELECT request_id, max(cell_count) FROM users_useractivity WHERE user_id = :u "
-               "AND finished_time >= timestamp '2024-01-01' GROUP BY request_id",
-               u=lambda n: 1 + n % USERS),
-        ]),
-        Probe(engine, "ml_management_model", [
-            ex("SELECT id, model_file_path FROM ml_management_model WHERE model_name = :m",
-               m=lambda n: f"cas-model-{n % MODELS}"),
-            ex("UPDATE ml_management_model SET description = :d WHERE model_name = 'cas-model-5'",
-               d=lambda n: f"probe {n}"),
-        ]),
-        Probe(engine, "ml_management_matchingengineindex", [
-            ex("SELECT index_name, endpoint_id FROM ml_management_matchingengineindex "
-               "WHERE model_id = (SELECT id FROM ml_management_model WHERE model_name = :m)",
-               m=lambda n: f"cas-model-{n % MODELS}"),
-            ex("UPDATE ml_management_matchingengineindex SET num_neighbors = 100 + mod(:n, 5) "
-               "WHERE index_name = 'index-6'", n=lambda n: n),
-        ]),
-        Probe(engine, "cells_ingestinfo", [
-            ex("SELECT dataset_id, uns_metadata FROM cells_ingestinfo WHERE cas_ingest_id = :i",
-               i=lambda n: f"ingest-{1 + n % INGESTS}"),
-            ex("INSERT INTO cells_ingestinfo (cas_ingest_id, dataset_id, uns_metadata, "
-               "ingest_timestamp) VALUES (:i, 'probe', '{}', now())",
-               i=lambda n: f"probe-{tag}-{n}"),
-        ]),
-        Probe(engine, "cells_featureinfo", [
-            ex("SELECT cas_feature_index, feature_name FROM cells_featureinfo "
-               "WHERE cas_feature_index = ANY(CAST(:ids AS int[]))",
-               ids=lambda n: [1 + (n * 7919 + k) % (INGESTS * FEATURES_PER_INGEST)
-                              for k in range(20)]),
-            ex("INSERT INTO cells_featureinfo (id, original_feature_id, feature_name, "
-               "var_metadata_extra, cas_ingest_id) VALUES (:n, 'ENSGPROBE', 'PROBE', '{}', "
-               "'ingest-1')", n=lambda n: 10_000_000 + n),
-        ]),
-        Probe(engine, "cells_cellinfo", [
-            ex("SELECT cas_cell_index, cell_type, tissue FROM cells_cellinfo "
-               "WHERE cas_cell_index = ANY(CAST(:ids AS int[]))",
-               ids=lambda n: [1 + (n * 104729 + k * 7) % cells for k in range(100)]),
-            ex("INSERT INTO cells_cellinfo (cas_ingest_id, original_cell_id, cell_type) "
-               "VALUES ('ingest-1', :c, 'probe cell')", c=lambda n: f"probe-{n}"),
-        ]),
+        Probe(
+            engine,
+            "users_user",
+            [
+                ex(
+                    "SELECT id, email, active, is_admin FROM users_user WHERE id = :id",
+                    id=lambda n: 1 + n % USERS,
+                ),
+                ex(
+                    "INSERT INTO users_user (email, username, active, requests_processed, "
+                    "cells_processed, is_admin, cell_quota, lifetime_cell_quota, quota_increased, "
+                    "created_at, ask_for_feedback) VALUES (:email, 'probe', true, 0, 0, false, "
+                    "100000, 50000, false, now(), true)",
+                    email=lambda n: f"p{tag}-{n}@example.org",
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "users_userkey",
+            [
+                ex(
+                    "SELECT k.key_hash, k.expires, u.active FROM users_userkey k JOIN users_user u "
+                    "ON u.id = k.user_id WHERE k.key_locator = md5(:k)::uuid",
+                    k=lambda n: f"k{1 + n % USERS}",
+                ),
+                ex(
+                    "INSERT INTO users_userkey (key_locator, user_id, "
+                    "created_date, active, expires, "
+                    "key_hash) VALUES (md5(:k)::uuid, :u, now(), true, now() + "
+                    "interval '180 days', "
+                    "'h')",
+                    k=lambda n: f"probe{tag}-{n}",
+                    u=lambda n: 1 + n % USERS,
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "users_useractivity",
+            [
+                ex(
+                    "INSERT INTO users_useractivity (user_id, request_id, cell_count, model_name, "
+                    "method, finished_time, event) VALUES (:u, :r, 100, 'cas-model-1', 'annotate', "
+                    "now(), 'SUCCEEDED')",
+                    u=lambda n: 1 + n % USERS,
+                    r=lambda n: f"p{tag}-{n}",
+                ),
+                ex(
+                    "SELECT request_id, max(cell_count) FROM users_useractivity WHERE user_id = :u "
+                    "AND finished_time >= timestamp '2024-01-01' GROUP BY request_id",
+                    u=lambda n: 1 + n % USERS,
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "ml_management_model",
+            [
+                ex(
+                    "SELECT id, model_file_path FROM ml_management_model WHERE model_name = :m",
+                    m=lambda n: f"cas-model-{n % MODELS}",
+                ),
+                ex(
+                    "UPDATE ml_management_model SET description = :d WHERE "
+                    "model_name = 'cas-model-5'",
+                    d=lambda n: f"probe {n}",
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "ml_management_matchingengineindex",
+            [
+                ex(
+                    "SELECT index_name, endpoint_id FROM ml_management_matchingengineindex "
+                    "WHERE model_id = (SELECT id FROM ml_management_model WHERE model_name = :m)",
+                    m=lambda n: f"cas-model-{n % MODELS}",
+                ),
+                ex(
+                    "UPDATE ml_management_matchingengineindex SET num_neighbors = 100 + mod(:n, 5) "
+                    "WHERE index_name = 'index-6'",
+                    n=lambda n: n,
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "cells_ingestinfo",
+            [
+                ex(
+                    "SELECT dataset_id, uns_metadata FROM cells_ingestinfo WHERE "
+                    "cas_ingest_id = :i",
+                    i=lambda n: f"ingest-{1 + n % INGESTS}",
+                ),
+                ex(
+                    "INSERT INTO cells_ingestinfo (cas_ingest_id, dataset_id, uns_metadata, "
+                    "ingest_timestamp) VALUES (:i, 'probe', '{}', now())",
+                    i=lambda n: f"probe-{tag}-{n}",
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "cells_featureinfo",
+            [
+                ex(
+                    "SELECT cas_feature_index, feature_name FROM cells_featureinfo "
+                    "WHERE cas_feature_index = ANY(CAST(:ids AS int[]))",
+                    ids=lambda n: [
+                        1 + (n * 7919 + k) % (INGESTS * FEATURES_PER_INGEST) for k in range(20)
+                    ],
+                ),
+                ex(
+                    "INSERT INTO cells_featureinfo (id, original_feature_id, feature_name, "
+                    "var_metadata_extra, cas_ingest_id) VALUES (:n, 'ENSGPROBE', 'PROBE', '{}', "
+                    "'ingest-1')",
+                    n=lambda n: 10_000_000 + n,
+                ),
+            ],
+        ),
+        Probe(
+            engine,
+            "cells_cellinfo",
+            [
+                ex(
+                    "SELECT cas_cell_index, cell_type, tissue FROM cells_cellinfo "
+                    "WHERE cas_cell_index = ANY(CAST(:ids AS int[]))",
+                    ids=lambda n: [1 + (n * 104729 + k * 7) % cells for k in range(100)],
+                ),
+                ex(
+                    "INSERT INTO cells_cellinfo (cas_ingest_id, original_cell_id, cell_type) "
+                    "VALUES ('ingest-1', :c, 'probe cell')",
+                    c=lambda n: f"probe-{n}",
+                ),
+            ],
+        ),
     ]
 
 
@@ -276,8 +353,10 @@ def main() -> None:
             with engine.begin() as conn:
                 version = conn.execute(text("SHOW server_version")).scalar()
                 migrate.upgrade(conn, migrate.BASELINE_REVISION)
-            print(f"PostgreSQL {version}; upgrade path: "
-                  f"{'one transaction (old)' if one_transaction else 'online-safe (Engine)'}")
+            print(
+                f"PostgreSQL {version}; upgrade path: "
+                f"{'one transaction (old)' if one_transaction else 'online-safe (Engine)'}"
+            )
             load(engine, args.cells)
             probes = _probes(engine, args.cells)
             for probe in probes:

@@ -45,20 +45,27 @@ def storage(writer: Engine, rows: int) -> None:
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
             "VACUUM ANALYZE cells_cellinfo"
         )
-        total, heap = conn.execute(text(
-            "SELECT pg_total_relation_size('cells_cellinfo'), pg_relation_size('cells_cellinfo')"
-        )).one()
+        total, heap = conn.execute(
+            text(
+                "SELECT pg_total_relation_size('cells_cellinfo'), "
+                "pg_relation_size('cells_cellinfo')"
+            )
+        ).one()
     per_million = 1_000_000 / rows
     print(f"ingested {rows:,} cells in {took:.1f} s ({rows / took:,.0f} rows/s)")
-    print(f"cells_cellinfo: {total * per_million / 2**20:,.0f} MiB per million cells in all "
-          f"(heap {heap * per_million / 2**20:,.0f} MiB, indexes and TOAST "
-          f"{(total - heap) * per_million / 2**20:,.0f} MiB)")
+    print(
+        f"cells_cellinfo: {total * per_million / 2**20:,.0f} MiB per million cells in all "
+        f"(heap {heap * per_million / 2**20:,.0f} MiB, indexes and TOAST "
+        f"{(total - heap) * per_million / 2**20:,.0f} MiB)"
+    )
 
 
 def replay_after_copy(writer: Engine, reader: Engine) -> None:
     with writer.connect() as w, reader.connect() as r:
-        print(f"wait_for_replica after the COPY and VACUUM: "
-              f"{casdb.wait_for_replica(w, r, timeout=600) * 1000:.1f} ms")
+        print(
+            f"wait_for_replica after the COPY and VACUUM: "
+            f"{casdb.wait_for_replica(w, r, timeout=600) * 1000:.1f} ms"
+        )
 
 
 def lookups(writer: Engine, reader: Engine, rows: int, ids: int, repeat: int) -> None:
@@ -70,9 +77,11 @@ def lookups(writer: Engine, reader: Engine, rows: int, ids: int, repeat: int) ->
                 started = time.perf_counter()
                 found = cells.get_cell_metadata_by_ids(conn, cell_ids=wanted, columns=COLUMNS)
                 best[name] = min(best[name], time.perf_counter() - started)
-    print(f"lookup of {ids:,} ids ({len(found):,} found), best of {repeat}: primary "
-          f"{best['primary']:.3f} s, standby {best['standby']:.3f} s "
-          f"(standby/primary {best['standby'] / best['primary']:.2f}x)")
+    print(
+        f"lookup of {ids:,} ids ({len(found):,} found), best of {repeat}: primary "
+        f"{best['primary']:.3f} s, standby {best['standby']:.3f} s "
+        f"(standby/primary {best['standby'] / best['primary']:.2f}x)"
+    )
 
 
 def read_your_writes(writer: Engine, reader: Engine, trials: int, label: str) -> None:
@@ -95,8 +104,10 @@ def read_your_writes(writer: Engine, reader: Engine, trials: int, label: str) ->
         line += "with" if waiting else "without"
         line += f" wait_for_replica: {misses} misses ({100 * misses / trials:.0f}%)"
         if waits:
-            line += (f"; wait median {statistics.median(waits) * 1000:.2f} ms, "
-                     f"max {max(waits) * 1000:.1f} ms")
+            line += (
+                f"; wait median {statistics.median(waits) * 1000:.2f} ms, "
+                f"max {max(waits) * 1000:.1f} ms"
+            )
         print(line, flush=True)
 
 
@@ -127,8 +138,9 @@ def main() -> None:
             while not done.is_set():
                 with writer.begin() as conn:
                     rows = _common.cell_rows(50_000, start=first)
-                    cells.insert_cells(conn, rows=(r | {"cas_ingest_id": "bench-busy"}
-                                                   for r in rows))
+                    cells.insert_cells(
+                        conn, rows=(r | {"cas_ingest_id": "bench-busy"} for r in rows)
+                    )
                 first += 50_000
 
         thread = threading.Thread(target=ingest)

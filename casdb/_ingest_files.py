@@ -148,8 +148,9 @@ class _CsvReader(Reader):
                     shift = start - index - 2
                     self._lines.breaks.append((index, start))
                 if len(fields) != width:
-                    raise InvalidInput(f"line {start}: expected {width} fields, found "
-                                       f"{len(fields)}", row=None)
+                    raise InvalidInput(
+                        f"line {start}: expected {width} fields, found {len(fields)}", row=None
+                    )
                 yield dict(zip(self.columns, fields, strict=True))
                 start = reader.line_num + 1
 
@@ -301,14 +302,18 @@ def _read_anndata(path: Path) -> tuple[_FrameReader, _FrameReader, dict[str, Any
     cells_reader = _FrameReader(obs, Layout.of("cells"), "original_cell_id")
     features_reader = _FrameReader(var, Layout.of("features"), "original_feature_id")
     summary = {
-        str(key): jsonable(value) for key, value in uns.items()
+        str(key): jsonable(value)
+        for key, value in uns.items()
         if isinstance(value, str | int | float | bool)
     }
     return cells_reader, features_reader, summary
 
 
 def open_file(
-    path: Path, *, table: TableName = "cells", encoding: str = "utf-8-sig",
+    path: Path,
+    *,
+    table: TableName = "cells",
+    encoding: str = "utf-8-sig",
 ) -> tuple[list[Reader], dict[str, Any]]:
     """Open ``path`` and check its columns; return its tables' readers and uns metadata.
 
@@ -328,4 +333,3 @@ def open_file(
         delimiter = "\t" if ".tsv" in name or ".txt" in name else ","
         return [_CsvReader(path, layout, delimiter=delimiter, encoding=encoding)], {}
     raise InvalidInput(f"{path.name}: unknown file type; expected one of {', '.join(FORMATS)}")
-

@@ -138,7 +138,8 @@ class Layout:
     @classmethod
     def of(cls, name: TableName) -> Layout:
         table, id_column = (
-            (cells_cellinfo, "cas_cell_index") if name == "cells"
+            (cells_cellinfo, "cas_cell_index")
+            if name == "cells"
             else (cells_featureinfo, "cas_feature_index")
         )
         # The legacy ``id`` of cells_featureinfo is unused and stays NULL.
@@ -150,7 +151,8 @@ class Layout:
             extra_column="obs_metadata_extra" if name == "cells" else "var_metadata_extra",
             converters={c.name: _converter(c) for c in columns},
             required=frozenset(
-                c.name for c in columns
+                c.name
+                for c in columns
                 if not c.nullable and c.server_default is None and c.name != id_column
             ),
             defaulted=frozenset(
@@ -158,8 +160,9 @@ class Layout:
             ),
         )
 
-    def convert(self, raw: Mapping[str, Any], ingest_id: str) -> tuple[dict[str, Any], list[
-            tuple[str, str]]]:
+    def convert(
+        self, raw: Mapping[str, Any], ingest_id: str
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """Return the row for insert_cells/insert_features and the (field, error) found."""
         row: dict[str, Any] = {"cas_ingest_id": ingest_id}
         errors: list[tuple[str, str]] = []
@@ -169,8 +172,12 @@ class Layout:
             if value.__class__ is str and value or not _is_missing(value):
                 if name == "cas_ingest_id":
                     if value != ingest_id:
-                        errors.append((name, f"{value!r} is not the ingest being filled "
-                                             f"({ingest_id!r})"[:200]))
+                        errors.append(
+                            (
+                                name,
+                                f"{value!r} is not the ingest being filled ({ingest_id!r})"[:200],
+                            )
+                        )
                     continue
                 try:
                     row[name] = converters[name](value)

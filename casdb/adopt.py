@@ -121,8 +121,11 @@ def _compare_keyed(
         name = label(k)
         out.append(extra(name, have[k]) if extra else Difference(kind, f"{name} is extra", False))
     for k in sorted(want.keys() & have.keys()):
-        out += [Difference(kind, message, blocking)
-                for differs, message, blocking in checks(label(k), want[k], have[k]) if differs]
+        out += [
+            Difference(kind, message, blocking)
+            for differs, message, blocking in checks(label(k), want[k], have[k])
+            if differs
+        ]
     return out
 
 
@@ -144,18 +147,30 @@ def _column_checks(name: str, w: catalog.ColumnRow, h: catalog.ColumnRow) -> lis
     state = {"YES": "nullable", "NO": "NOT NULL"}
     serial = _is_serial_default(w.column_default) or _is_serial_default(h.column_default)
     return [
-        (_column_type(w) != _column_type(h),
-         f"{name} is {_column_type(h)}, the baseline has {_column_type(w)}", True),
-        (w.is_nullable != h.is_nullable,
-         f"{name} is {state.get(h.is_nullable, h.is_nullable)}, "
-         f"the baseline has it {state.get(w.is_nullable, w.is_nullable)}", True),
-        (w.column_default != h.column_default,
-         f"{name} default is {h.column_default or 'none'}, "
-         f"the baseline has {w.column_default or 'none'}"
-         + (" (a serial column must use its baseline sequence)" if serial else ""), serial),
-        (w.ordinal_position != h.ordinal_position,
-         f"{name} is at position {h.ordinal_position}, "
-         f"the baseline has it at {w.ordinal_position}", False),
+        (
+            _column_type(w) != _column_type(h),
+            f"{name} is {_column_type(h)}, the baseline has {_column_type(w)}",
+            True,
+        ),
+        (
+            w.is_nullable != h.is_nullable,
+            f"{name} is {state.get(h.is_nullable, h.is_nullable)}, "
+            f"the baseline has it {state.get(w.is_nullable, w.is_nullable)}",
+            True,
+        ),
+        (
+            w.column_default != h.column_default,
+            f"{name} default is {h.column_default or 'none'}, "
+            f"the baseline has {w.column_default or 'none'}"
+            + (" (a serial column must use its baseline sequence)" if serial else ""),
+            serial,
+        ),
+        (
+            w.ordinal_position != h.ordinal_position,
+            f"{name} is at position {h.ordinal_position}, "
+            f"the baseline has it at {w.ordinal_position}",
+            False,
+        ),
     ]
 
 
@@ -177,14 +192,16 @@ def _compare_columns(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 
     want = _by((r for r in catalog.columns(expected) if r.table_name in shared), key)
     have = _by((r for r in catalog.columns(actual) if r.table_name in shared), key)
-    return _compare_keyed("column", want, have, label=lambda k: f"{k[0]}.{k[1]}", extra=extra,
-                          checks=_column_checks)
+    return _compare_keyed(
+        "column", want, have, label=lambda k: f"{k[0]}.{k[1]}", extra=extra, checks=_column_checks
+    )
 
 
 def _compare_enums(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     def checks(name: str, w: catalog.EnumRow, h: catalog.EnumRow) -> list[Check]:
-        return [(w.labels != h.labels, f"{name} has labels {h.labels}, the baseline {w.labels}",
-                 True)]
+        return [
+            (w.labels != h.labels, f"{name} has labels {h.labels}, the baseline {w.labels}", True)
+        ]
 
     want = _by(catalog.enums(expected), lambda r: r.name)
     have = _by(catalog.enums(actual), lambda r: r.name)
@@ -278,12 +295,18 @@ def _compare_indexes(expected: Snapshot, actual: Snapshot) -> list[Difference]:
 def _compare_sequences(expected: Snapshot, actual: Snapshot) -> list[Difference]:
     def checks(name: str, w: catalog.SequenceRow, h: catalog.SequenceRow) -> list[Check]:
         return [
-            ((w.owned_by_table, w.owned_by_column) != (h.owned_by_table, h.owned_by_column),
-             f"{name} is owned by {h.owned_by_table}.{h.owned_by_column}, "
-             f"the baseline's by {w.owned_by_table}.{w.owned_by_column}", True),
-            (w.parameters != h.parameters,
-             f"{name} has parameters {list(h.parameters)} (type, start, increment, min, "
-             f"max, cache), the baseline {list(w.parameters)}", False),
+            (
+                (w.owned_by_table, w.owned_by_column) != (h.owned_by_table, h.owned_by_column),
+                f"{name} is owned by {h.owned_by_table}.{h.owned_by_column}, "
+                f"the baseline's by {w.owned_by_table}.{w.owned_by_column}",
+                True,
+            ),
+            (
+                w.parameters != h.parameters,
+                f"{name} has parameters {list(h.parameters)} (type, start, increment, min, "
+                f"max, cache), the baseline {list(w.parameters)}",
+                False,
+            ),
         ]
 
     want = _by(catalog.sequences(expected), lambda r: r.name)

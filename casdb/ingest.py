@@ -34,8 +34,15 @@ from casdb._ingest_values import TableName, to_int32
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
 from casdb.queries import cells
 
-__all__ = ["FORMATS", "IngestProgress", "IngestReport", "Problem", "TableName", "ingest_file",
-           "open_file"]
+__all__ = [
+    "FORMATS",
+    "IngestProgress",
+    "IngestReport",
+    "Problem",
+    "TableName",
+    "ingest_file",
+    "open_file",
+]
 
 MAX_PROBLEMS: Final = 100
 PROGRESS_EVERY_ROWS: Final = 2_000
@@ -89,8 +96,9 @@ ProgressCallback = Callable[[IngestProgress], None]
 # --- the ingest ----------------------------------------------------------------------------
 
 
-def _ensure_ingest(connection: Connection, cas_ingest_id: str, dataset_id: str | None) -> tuple[
-        str, bool]:
+def _ensure_ingest(
+    connection: Connection, cas_ingest_id: str, dataset_id: str | None
+) -> tuple[str, bool]:
     try:
         existing = cells.get_ingest(connection, cas_ingest_id=cas_ingest_id)
     except NotFound:
@@ -122,11 +130,15 @@ class _Run:
 
     def _report(self) -> None:
         if self.progress is not None:
-            self.progress(IngestProgress(
-                table=self.reader.layout.name, rows=self.count,
-                total_rows=self.reader.total_rows, bytes_read=self.reader.bytes_read(),
-                total_bytes=self.reader.total_bytes,
-            ))
+            self.progress(
+                IngestProgress(
+                    table=self.reader.layout.name,
+                    rows=self.count,
+                    total_rows=self.reader.total_rows,
+                    bytes_read=self.reader.bytes_read(),
+                    total_bytes=self.reader.total_bytes,
+                )
+            )
 
     def rows(self, ids: Iterator[int] | None, *, collect: bool) -> Iterator[dict[str, Any]]:
         layout = self.reader.layout
@@ -177,14 +189,22 @@ def _duplicate_problems(connection: Connection, reader: Reader, limit: int) -> l
     for position, at in enumerate(order):
         if position and ids[order[position - 1]] == ids[at]:
             original = first.setdefault(ids[at], indexes[order[position - 1]])
-            problems.append(Problem(reader.where(indexes[at]), name,
-                                    f"{ids[at]} repeats {reader.where(original)}"))
+            problems.append(
+                Problem(
+                    reader.where(indexes[at]), name, f"{ids[at]} repeats {reader.where(original)}"
+                )
+            )
     existing = set(cells.find_existing_indexes(connection, table=table, ids=ids))
     if existing:
         for index, identifier in zip(indexes, ids, strict=True):
             if identifier in existing:
-                problems.append(Problem(reader.where(index), name,
-                                        f"{identifier} is already in {reader.layout.table.name}"))
+                problems.append(
+                    Problem(
+                        reader.where(index),
+                        name,
+                        f"{identifier} is already in {reader.layout.table.name}",
+                    )
+                )
                 existing.discard(identifier)
     problems.sort(key=lambda p: _where_number(p.where))
     return problems[:limit]
@@ -212,8 +232,9 @@ def _write(connection: Connection, run: _Run, assign_ids: bool) -> int:
     except InvalidInput as error:
         if error.row is None:
             raise
-        raise InvalidInput(f"{reader.where(error.row)}: {error.detail}", field=error.field
-                           ) from None
+        raise InvalidInput(
+            f"{reader.where(error.row)}: {error.detail}", field=error.field
+        ) from None
     except AlreadyExists as error:
         if error.field != layout.id_column:
             raise
@@ -261,11 +282,15 @@ def ingest_file(
     for reader in readers:
         has_ids = reader.layout.id_column in reader.columns
         if assign_ids and has_ids:
-            raise InvalidInput(f"{file_path.name} has a {reader.layout.id_column} column: "
-                               "drop assign_ids (--assign-ids) to keep its ids")
+            raise InvalidInput(
+                f"{file_path.name} has a {reader.layout.id_column} column: "
+                "drop assign_ids (--assign-ids) to keep its ids"
+            )
         if not assign_ids and not has_ids:
-            raise InvalidInput(f"{file_path.name} has no {reader.layout.id_column} column: "
-                               "let the database assign ids (--assign-ids)")
+            raise InvalidInput(
+                f"{file_path.name} has no {reader.layout.id_column} column: "
+                "let the database assign ids (--assign-ids)"
+            )
     dataset, create = _ensure_ingest(connection, cas_ingest_id, dataset_id)
     counts = {"cells": 0, "features": 0}
     if dry_run:
@@ -280,19 +305,30 @@ def ingest_file(
                 found += _duplicate_problems(connection, reader, max_problems)
             problems += sorted(found, key=lambda p: _where_number(p.where))
         _refuse_empty(file_path, counts)
-        return IngestReport(cas_ingest_id, dataset, create, counts["cells"],
-                            counts["features"], True, tuple(problems[:max_problems]),
-                            more or len(problems) > max_problems)
+        return IngestReport(
+            cas_ingest_id,
+            dataset,
+            create,
+            counts["cells"],
+            counts["features"],
+            True,
+            tuple(problems[:max_problems]),
+            more or len(problems) > max_problems,
+        )
     with connection.begin_nested():
         if create:
-            cells.create_ingest(connection, cas_ingest_id=cas_ingest_id, dataset_id=dataset,
-                                dataset_version_id=dataset_version_id, uns_metadata=uns)
+            cells.create_ingest(
+                connection,
+                cas_ingest_id=cas_ingest_id,
+                dataset_id=dataset,
+                dataset_version_id=dataset_version_id,
+                uns_metadata=uns,
+            )
         for reader in readers:
             run = _Run(reader, cas_ingest_id, progress, max_problems)
             counts[reader.layout.name] = _write(connection, run, assign_ids)
         _refuse_empty(file_path, counts)
-    return IngestReport(cas_ingest_id, dataset, create, counts["cells"], counts["features"],
-                        False)
+    return IngestReport(cas_ingest_id, dataset, create, counts["cells"], counts["features"], False)
 
 
 def _refuse_empty(path: Path, counts: Mapping[str, int]) -> None:

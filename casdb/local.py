@@ -259,8 +259,16 @@ class LocalServer:
         with self._locked():
             if self.running_port() is None:
                 return False
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop",
-                      owner=_server_uid_gid())
+            self._run(
+                "pg_ctl",
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+                owner=_server_uid_gid(),
+            )
             return True
 
     def url(self, database: str = DEFAULT_DATABASE) -> URL:

@@ -194,9 +194,7 @@ def downgrade_drops_the_schema(connection: Connection, revision: str) -> bool:
     script = ScriptDirectory.from_config(alembic_config())
     current = current_revisions(connection)
     try:
-        steps = list(
-            script.iterate_revisions(current or None, revision, select_for_downgrade=True)
-        )
+        steps = list(script.iterate_revisions(current or None, revision, select_for_downgrade=True))
     except RevisionError as error:  # e.g. -5 with fewer revisions below: as `downgrade` says
         raise CommandError(str(error)) from None
     return any(step.revision == BASELINE_REVISION for step in steps)
@@ -352,5 +350,3 @@ def steps_between(current: Sequence[str], target: str, *, downgrade: bool = Fals
         return len(list(script.iterate_revisions(upper, here)))
     except Exception:  # noqa: BLE001 - alembic raises several kinds; the count is optional
         return None
-
-

@@ -33,15 +33,32 @@ __all__ = [
 
 #: The operations of casdb.queries.<area> that only read, by area: they may run on the reader.
 READ_ONLY_OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
-    "users": ("get_user", "get_user_by_email", "list_users", "get_user_with_usage",
-              "get_user_usage"),
+    "users": (
+        "get_user",
+        "get_user_by_email",
+        "list_users",
+        "get_user_with_usage",
+        "get_user_usage",
+    ),
     "keys": ("get_key_for_authentication", "list_user_keys", "authenticate_token"),
     "activity": ("list_user_activity",),
     "quotas": ("cells_processed_this_week", "get_user_quota"),
-    "ml_models": ("list_models", "get_model_by_name", "get_default_model",
-                  "get_index_by_name", "list_indexes_for_model"),
-    "cells": ("get_ingest", "list_ingests", "list_features_for_ingest", "count_cells",
-              "get_cell_metadata_by_ids", "iter_cell_metadata_by_ids", "find_existing_indexes"),
+    "ml_models": (
+        "list_models",
+        "get_model_by_name",
+        "get_default_model",
+        "get_index_by_name",
+        "list_indexes_for_model",
+    ),
+    "cells": (
+        "get_ingest",
+        "list_ingests",
+        "list_features_for_ingest",
+        "count_cells",
+        "get_cell_metadata_by_ids",
+        "iter_cell_metadata_by_ids",
+        "find_existing_indexes",
+    ),
 }
 
 #: Reads whose answer decides what the caller does next and so must see the caller's own
@@ -120,14 +137,16 @@ def wait_for_replica(
     """
     limit = _check_timeout(timeout)
     started = time.monotonic()
-    with translated_errors(connection=writer_connection), _leaving_no_transaction(
-        writer_connection
+    with (
+        translated_errors(connection=writer_connection),
+        _leaving_no_transaction(writer_connection),
     ):
         target = writer_connection.execute(_WRITER_POSITION).scalar_one()
     poll = _FIRST_POLL_S
-    with translated_errors(connection=reader_connection), _leaving_no_transaction(
-        reader_connection
-    ) as was_in_transaction:
+    with (
+        translated_errors(connection=reader_connection),
+        _leaving_no_transaction(reader_connection) as was_in_transaction,
+    ):
         while True:
             in_recovery, replayed, caught_up, isolation = reader_connection.execute(
                 _READER_STATE, {"target": target}

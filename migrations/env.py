@@ -156,7 +156,10 @@ def _run_online(connection: Connection, settings: migrate.MigrationSettings) -> 
                 log.warning(
                     "migration step waited %d ms for a lock (another transaction holds the "
                     "table); retrying in %.1f s (%d of %d), resuming where it stopped",
-                    settings.lock_timeout_ms, delay, attempt + 1, settings.lock_retries,
+                    settings.lock_timeout_ms,
+                    delay,
+                    attempt + 1,
+                    settings.lock_retries,
                 )
                 time.sleep(delay)
 

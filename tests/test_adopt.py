@@ -259,27 +259,45 @@ def test_adopt_refuses_a_database_at_an_intermediate_casdb_revision(
 @pytest.mark.parametrize(
     ("drift", "reported"),
     [
-        ("ALTER TABLE users_user DROP COLUMN ask_for_feedback",
-         "column: users_user.ask_for_feedback is missing"),
-        ("ALTER TABLE users_user ADD COLUMN nickname text",
-         "column: users_user.nickname (text) is not a CAS column"),
-        ("ALTER TABLE cells_cellinfo ALTER COLUMN donor_id TYPE varchar(100)",
-         "column: cells_cellinfo.donor_id is character varying(100), "
-         "the baseline has character varying(255)"),
-        ("ALTER TABLE users_user ALTER COLUMN username DROP NOT NULL",
-         "column: users_user.username is nullable, the baseline has it NOT NULL"),
-        ("ALTER TABLE users_user ALTER COLUMN id DROP DEFAULT",
-         "a serial column must use its baseline sequence"),
+        (
+            "ALTER TABLE users_user DROP COLUMN ask_for_feedback",
+            "column: users_user.ask_for_feedback is missing",
+        ),
+        (
+            "ALTER TABLE users_user ADD COLUMN nickname text",
+            "column: users_user.nickname (text) is not a CAS column",
+        ),
+        (
+            "ALTER TABLE cells_cellinfo ALTER COLUMN donor_id TYPE varchar(100)",
+            "column: cells_cellinfo.donor_id is character varying(100), "
+            "the baseline has character varying(255)",
+        ),
+        (
+            "ALTER TABLE users_user ALTER COLUMN username DROP NOT NULL",
+            "column: users_user.username is nullable, the baseline has it NOT NULL",
+        ),
+        (
+            "ALTER TABLE users_user ALTER COLUMN id DROP DEFAULT",
+            "a serial column must use its baseline sequence",
+        ),
         ("DROP TABLE users_userkey", "table: users_userkey is missing"),
         ("CREATE TABLE notes (id int, body text)", "table: notes is not a CAS table"),
-        ("ALTER TABLE users_user RENAME CONSTRAINT user_email_key TO users_user_email_key",
-         "user_email_key on users_user [UNIQUE (email)] is named users_user_email_key here"),
-        ("ALTER TABLE users_userkey DROP CONSTRAINT users_userkey_user_id_fkey",
-         "constraint: users_userkey_user_id_fkey on users_userkey"),
-        ("DROP INDEX ix_user_activity_user_id",
-         "index: ix_user_activity_user_id on users_useractivity is missing"),
-        ("ALTER TYPE useractivityevent ADD VALUE 'CANCELLED'",
-         "enum: type useractivityevent has labels"),
+        (
+            "ALTER TABLE users_user RENAME CONSTRAINT user_email_key TO users_user_email_key",
+            "user_email_key on users_user [UNIQUE (email)] is named users_user_email_key here",
+        ),
+        (
+            "ALTER TABLE users_userkey DROP CONSTRAINT users_userkey_user_id_fkey",
+            "constraint: users_userkey_user_id_fkey on users_userkey",
+        ),
+        (
+            "DROP INDEX ix_user_activity_user_id",
+            "index: ix_user_activity_user_id on users_useractivity is missing",
+        ),
+        (
+            "ALTER TYPE useractivityevent ADD VALUE 'CANCELLED'",
+            "enum: type useractivityevent has labels",
+        ),
         ("ALTER SEQUENCE user_id_seq OWNED BY NONE", "sequence: user_id_seq is owned by None"),
     ],
 )

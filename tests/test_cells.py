@@ -32,17 +32,44 @@ REQUIRED_CELL = {"cas_cell_index", "cas_ingest_id", "cell_type"}
 # -- strategies ------------------------------------------------------------------------------
 
 # Strings that COPY's text format must escape, or that look like its markers.
-TRICKY = ["", "\\N", "\\", "\\\\N", "\t", "\n", "\r", "\r\n", "a\tb\nc\\d", "\\.", '"q"', "'",
-          "NULL", "\\x41", "é ü 漢字 🧬", "\u2028", "\x01\x7f"]
-text255 = st.sampled_from(TRICKY) | st.text(characters, max_size=30) | st.text(
-    st.sampled_from("\\\t\n\rxé"), max_size=255) | st.text(characters, min_size=255, max_size=255)
+TRICKY = [
+    "",
+    "\\N",
+    "\\",
+    "\\\\N",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "a\tb\nc\\d",
+    "\\.",
+    '"q"',
+    "'",
+    "NULL",
+    "\\x41",
+    "é ü 漢字 🧬",
+    "\u2028",
+    "\x01\x7f",
+]
+text255 = (
+    st.sampled_from(TRICKY)
+    | st.text(characters, max_size=30)
+    | st.text(st.sampled_from("\\\t\n\rxé"), max_size=255)
+    | st.text(characters, min_size=255, max_size=255)
+)
 int32 = st.sampled_from([INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]) | (
-    st.integers(INT32_MIN, INT32_MAX))
+    st.integers(INT32_MIN, INT32_MAX)
+)
 json_text = st.sampled_from(TRICKY) | st.text(characters, max_size=20)
 # jsonb stores numbers as numeric: floats within +-1e15 come back equal (larger ones may return
 # as ints whose value is the decimal the float printed as, which is not the float).
-json_scalars = (st.none() | st.booleans() | st.integers(-(10**20), 10**20) | json_text
-                | st.floats(-1e15, 1e15, allow_nan=False, allow_infinity=False))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | json_text
+    | st.floats(-1e15, 1e15, allow_nan=False, allow_infinity=False)
+)
 json_documents = st.recursive(
     json_scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
@@ -84,8 +111,14 @@ feature_bodies = st.fixed_dictionaries(
 
 
 def _cell(index: int, ingest: str = "ing", **values: Any) -> dict[str, Any]:
-    return {"cas_cell_index": index, "cas_ingest_id": ingest, "cell_type": f"type {index % 7}",
-            "tissue": "lung", "total_mrna_umis": index, **values}
+    return {
+        "cas_cell_index": index,
+        "cas_ingest_id": ingest,
+        "cell_type": f"type {index % 7}",
+        "tissue": "lung",
+        "total_mrna_umis": index,
+        **values,
+    }
 
 
 def _cells(count: int, start: int = 0, ingest: str = "ing") -> Iterator[dict[str, Any]]:
@@ -93,8 +126,12 @@ def _cells(count: int, start: int = 0, ingest: str = "ing") -> Iterator[dict[str
 
 
 def _feature(index: int, ingest: str = "ing") -> dict[str, Any]:
-    return {"cas_feature_index": index, "cas_ingest_id": ingest,
-            "original_feature_id": f"ENSG{index:011d}", "feature_name": f"GENE{index}"}
+    return {
+        "cas_feature_index": index,
+        "cas_ingest_id": ingest,
+        "original_feature_id": f"ENSG{index:011d}",
+        "feature_name": f"GENE{index}",
+    }
 
 
 def _full_cell(row: dict[str, Any]) -> dict[str, Any]:
@@ -103,9 +140,15 @@ def _full_cell(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _all_cells(conn: Connection, ingest: str) -> list[dict[str, Any]]:
-    ids = conn.execute(select(cells_cellinfo.c.cas_cell_index)
-                       .where(cells_cellinfo.c.cas_ingest_id == ingest)
-                       .order_by(cells_cellinfo.c.cas_cell_index)).scalars().all()
+    ids = (
+        conn.execute(
+            select(cells_cellinfo.c.cas_cell_index)
+            .where(cells_cellinfo.c.cas_ingest_id == ingest)
+            .order_by(cells_cellinfo.c.cas_cell_index)
+        )
+        .scalars()
+        .all()
+    )
     return [found.values for found in cells.get_cell_metadata_by_ids(conn, cell_ids=ids)]
 
 
@@ -118,18 +161,37 @@ def ingest(conn: Connection) -> str:
 # -- ingests ---------------------------------------------------------------------------------
 
 
-@given(ingest_id=st.text(characters, min_size=1, max_size=255), dataset=text255.filter(bool),
-       version=st.none() | text255, uns=st.none() | json_objects, when=st.none() | aware_times)
-def test_ingest_round_trip(engine: Engine, ingest_id: str, dataset: str, version: str | None,
-                           uns: Any, when: dt.datetime | None) -> None:
+@given(
+    ingest_id=st.text(characters, min_size=1, max_size=255),
+    dataset=text255.filter(bool),
+    version=st.none() | text255,
+    uns=st.none() | json_objects,
+    when=st.none() | aware_times,
+)
+def test_ingest_round_trip(
+    engine: Engine,
+    ingest_id: str,
+    dataset: str,
+    version: str | None,
+    uns: Any,
+    when: dt.datetime | None,
+) -> None:
     with rolled_back(engine) as conn:
-        created = cells.create_ingest(conn, cas_ingest_id=ingest_id, dataset_id=dataset,
-                                      dataset_version_id=version, uns_metadata=uns,
-                                      ingest_timestamp=when)
+        created = cells.create_ingest(
+            conn,
+            cas_ingest_id=ingest_id,
+            dataset_id=dataset,
+            dataset_version_id=version,
+            uns_metadata=uns,
+            ingest_timestamp=when,
+        )
         assert created == cells.get_ingest(conn, cas_ingest_id=ingest_id)
         assert cells.list_ingests(conn) == [created]
         assert (created.cas_ingest_id, created.dataset_id, created.dataset_version_id) == (
-            ingest_id, dataset, version)
+            ingest_id,
+            dataset,
+            version,
+        )
         assert created.uns_metadata == ({} if uns is None else uns)
         assert created.ingest_timestamp is not None
         assert created.ingest_timestamp.tzinfo == dt.UTC
@@ -147,11 +209,11 @@ def test_ingest_defaults_and_errors(conn: Connection) -> None:
         cells.create_ingest(conn, cas_ingest_id="a", dataset_id="other")
     assert error.value.field == "cas_ingest_id"
     with pytest.raises(InvalidInput, match="timezone-aware"):
-        cells.create_ingest(conn, cas_ingest_id="b", dataset_id="d",
-                            ingest_timestamp=dt.datetime(2024, 1, 1))
+        cells.create_ingest(
+            conn, cas_ingest_id="b", dataset_id="d", ingest_timestamp=dt.datetime(2024, 1, 1)
+        )
     with pytest.raises(InvalidInput, match="uns_metadata"):
-        cells.create_ingest(conn, cas_ingest_id="b", dataset_id="d",
-                            uns_metadata={"x": math.nan})
+        cells.create_ingest(conn, cas_ingest_id="b", dataset_id="d", uns_metadata={"x": math.nan})
     with pytest.raises(InvalidInput, match="cas_ingest_id"):
         cells.create_ingest(conn, cas_ingest_id="x" * 256, dataset_id="d")
     with pytest.raises(NotFound):
@@ -177,10 +239,13 @@ def test_cells_round_trip(engine: Engine, data: st.DataObject | None) -> None:
         ids = data.draw(st.lists(int32, unique=True, max_size=8), label="ids")
         bodies = [data.draw(cell_bodies, label=f"cell {n}") for n in range(len(ids))]
         as_records = [data.draw(st.booleans(), label="as record") for _ in ids]
-    rows = [{"cas_cell_index": index, "cas_ingest_id": "ing", **body}
-            for index, body in zip(ids, bodies, strict=True)]
-    given_rows = [Cell(**row) if record else row
-                  for row, record in zip(rows, as_records, strict=True)]
+    rows = [
+        {"cas_cell_index": index, "cas_ingest_id": "ing", **body}
+        for index, body in zip(ids, bodies, strict=True)
+    ]
+    given_rows = [
+        Cell(**row) if record else row for row, record in zip(rows, as_records, strict=True)
+    ]
     with rolled_back(engine) as conn:
         cells.create_ingest(conn, cas_ingest_id="ing", dataset_id="d")
         assert cells.insert_cells(conn, rows=iter(given_rows)) == len(rows)
@@ -193,16 +258,24 @@ def test_cells_round_trip(engine: Engine, data: st.DataObject | None) -> None:
 @given(data=st.data())
 def test_features_round_trip(engine: Engine, data: st.DataObject) -> None:
     ids = data.draw(st.lists(int32, unique=True, max_size=8), label="ids")
-    rows = [{"cas_feature_index": index, "cas_ingest_id": "ing",
-             **data.draw(feature_bodies, label=f"feature {index}")} for index in ids]
+    rows = [
+        {
+            "cas_feature_index": index,
+            "cas_ingest_id": "ing",
+            **data.draw(feature_bodies, label=f"feature {index}"),
+        }
+        for index in ids
+    ]
     with rolled_back(engine) as conn:
         cells.create_ingest(conn, cas_ingest_id="ing", dataset_id="d")
         cells.create_ingest(conn, cas_ingest_id="other", dataset_id="d")
         other = next(n for n in range(10) if n not in ids)
         cells.insert_features(conn, rows=[_feature(other, "other")])
         assert cells.insert_features(conn, rows=(row for row in rows)) == len(rows)
-        expected = [Feature(**{**FEATURE_DEFAULTS, **row})
-                    for row in sorted(rows, key=lambda row: row["cas_feature_index"])]
+        expected = [
+            Feature(**{**FEATURE_DEFAULTS, **row})
+            for row in sorted(rows, key=lambda row: row["cas_feature_index"])
+        ]
         assert cells.list_features_for_ingest(conn, cas_ingest_id="ing") == expected
         legacy_ids = conn.execute(select(cells_featureinfo.c.id)).scalars().all()
         assert set(legacy_ids) == {None}
@@ -211,15 +284,17 @@ def test_features_round_trip(engine: Engine, data: st.DataObject) -> None:
 def test_selected_columns_in_the_order_asked(conn: Connection, ingest: str) -> None:
     cells.insert_cells(conn, rows=[_cell(5, obs_metadata_extra={"k": [1, "é"]})])
     (found,) = cells.get_cell_metadata_by_ids(
-        conn, cell_ids=[5], columns=["tissue", "obs_metadata_extra", "tissue"])
+        conn, cell_ids=[5], columns=["tissue", "obs_metadata_extra", "tissue"]
+    )
     assert found == cells.CellMetadata(5, {"tissue": "lung", "obs_metadata_extra": {"k": [1, "é"]}})
     assert list(found.values) == ["tissue", "obs_metadata_extra"]
     (bare,) = cells.get_cell_metadata_by_ids(conn, cell_ids=[5], columns=[])
     assert bare == cells.CellMetadata(5, {})
 
 
-def test_big_rows_shrink_the_chunks(conn: Connection, ingest: str,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_big_rows_shrink_the_chunks(
+    conn: Connection, ingest: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_copy_text, "COPY_CHUNK_ROWS", 50)
     monkeypatch.setattr(_copy_text, "COPY_CHUNK_BYTES", 20_000)
     sent: list[int] = []
@@ -255,11 +330,18 @@ def lookup_engine(make_database: Callable[..., URL], template_database: str) -> 
     engine.dispose()
 
 
-@given(ids=st.lists(st.integers(BASE - 5, BASE + 610) | st.sampled_from(sorted(STORED_IDS))
-                    | st.sampled_from([INT32_MIN, -1, 0, INT32_MAX]), max_size=60),
-       chunk=st.integers(1, 9))
-def test_lookup_order_repeats_and_gaps(lookup_engine: Engine, ids: list[int], chunk: int,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@given(
+    ids=st.lists(
+        st.integers(BASE - 5, BASE + 610)
+        | st.sampled_from(sorted(STORED_IDS))
+        | st.sampled_from([INT32_MIN, -1, 0, INT32_MAX]),
+        max_size=60,
+    ),
+    chunk=st.integers(1, 9),
+)
+def test_lookup_order_repeats_and_gaps(
+    lookup_engine: Engine, ids: list[int], chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cells, "LOOKUP_CHUNK_SIZE", chunk)  # many chunks per call
     with rolled_back(lookup_engine) as conn:
         found = cells.get_cell_metadata_by_ids(conn, cell_ids=ids, columns=["total_mrna_umis"])
@@ -273,8 +355,10 @@ def test_lookup_of_many_ids_in_default_chunks(lookup_engine: Engine) -> None:
         found = cells.get_cell_metadata_by_ids(conn, cell_ids=ids, columns=["cell_type"])
         assert [cell.cas_cell_index for cell in found] == [n for n in ids if n in STORED_IDS]
         assert cells.get_cell_metadata_by_ids(conn, cell_ids=[]) == []
-        assert cells.get_cell_metadata_by_ids(conn, cell_ids=iter(sorted(STORED_IDS)))[-1] == (
-            cells.get_cell_metadata_by_ids(conn, cell_ids=[max(STORED_IDS)])[0])
+        assert (
+            cells.get_cell_metadata_by_ids(conn, cell_ids=iter(sorted(STORED_IDS)))[-1]
+            == (cells.get_cell_metadata_by_ids(conn, cell_ids=[max(STORED_IDS)])[0])
+        )
 
 
 def test_bad_lookups_are_refused_before_sql(engine: Engine) -> None:
@@ -318,30 +402,36 @@ def test_bad_row_deep_in_a_large_batch_leaves_nothing(conn: Connection, ingest: 
     _assert_usable(conn, ingest, 50_000)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("cell_type", None, "cell_type must be a string, got NoneType"),
-    ("cas_ingest_id", 7, "cas_ingest_id must be a string"),
-    ("tissue", "a\x00b", "tissue must not contain NUL"),
-    ("tissue", "\ud800", "tissue contains a lone surrogate"),
-    ("total_mrna_umis", INT32_MAX + 1, "total_mrna_umis must be between"),
-    ("total_mrna_umis", True, "total_mrna_umis must be an integer, got bool"),
-    ("total_mrna_umis", 1.5, "total_mrna_umis must be an integer, got float"),
-    ("is_primary_data", 1, "is_primary_data must be true or false, got int"),
-    ("obs_metadata_extra", {"x": math.inf}, "obs_metadata_extra holds inf"),
-    ("obs_metadata_extra", {"x": [{1: 2}]}, "obs_metadata_extra has a non-string key"),
-    ("obs_metadata_extra", {"x": "\x00"}, "obs_metadata_extra must not contain NUL"),
-    ("obs_metadata_extra", {"x": {1, 2}}, "obs_metadata_extra holds a set"),
-    ("nonsense", 1, "unknown field.s. 'nonsense'"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("cell_type", None, "cell_type must be a string, got NoneType"),
+        ("cas_ingest_id", 7, "cas_ingest_id must be a string"),
+        ("tissue", "a\x00b", "tissue must not contain NUL"),
+        ("tissue", "\ud800", "tissue contains a lone surrogate"),
+        ("total_mrna_umis", INT32_MAX + 1, "total_mrna_umis must be between"),
+        ("total_mrna_umis", True, "total_mrna_umis must be an integer, got bool"),
+        ("total_mrna_umis", 1.5, "total_mrna_umis must be an integer, got float"),
+        ("is_primary_data", 1, "is_primary_data must be true or false, got int"),
+        ("obs_metadata_extra", {"x": math.inf}, "obs_metadata_extra holds inf"),
+        ("obs_metadata_extra", {"x": [{1: 2}]}, "obs_metadata_extra has a non-string key"),
+        ("obs_metadata_extra", {"x": "\x00"}, "obs_metadata_extra must not contain NUL"),
+        ("obs_metadata_extra", {"x": {1, 2}}, "obs_metadata_extra holds a set"),
+        ("nonsense", 1, "unknown field.s. 'nonsense'"),
+    ],
+)
 @pytest.mark.parametrize("position", [3, 5_500])  # before any SQL / mid-COPY
-def test_each_kind_of_bad_value(conn: Connection, ingest: str, field: str, value: Any,
-                                message: str, position: int) -> None:
+def test_each_kind_of_bad_value(
+    conn: Connection, ingest: str, field: str, value: Any, message: str, position: int
+) -> None:
     def rows() -> Iterator[dict[str, Any]]:
         for index in range(6_000):
             yield {**_cell(index), field: value} if index == position else _cell(index)
 
-    with statements_sent(conn) as sent, pytest.raises(
-            InvalidInput, match=f"^row {position}: {message}") as raised:
+    with (
+        statements_sent(conn) as sent,
+        pytest.raises(InvalidInput, match=f"^row {position}: {message}") as raised,
+    ):
         cells.insert_cells(conn, rows=rows())
     assert raised.value.row == position
     assert raised.value.field == (None if field == "nonsense" else field)
@@ -385,8 +475,9 @@ def test_integer_and_string_look_alikes_are_accepted(conn: Connection, ingest: s
     rows = [_cell(1, tissue=Label("lung")), _cell(2, total_mrna_umis=Count.MANY)]
     rows.append({**_cell(0), "cas_cell_index": Index(3), "total_mrna_umis": Index(INT32_MAX)})
     assert cells.insert_cells(conn, rows=rows) == 3
-    found = cells.get_cell_metadata_by_ids(conn, cell_ids=[Index(3), Count.MANY, 1, 2],
-                                           columns=["tissue", "total_mrna_umis"])
+    found = cells.get_cell_metadata_by_ids(
+        conn, cell_ids=[Index(3), Count.MANY, 1, 2], columns=["tissue", "total_mrna_umis"]
+    )
     assert [(cell.cas_cell_index, cell.values) for cell in found] == [
         (3, {"tissue": "lung", "total_mrna_umis": INT32_MAX}),
         (1, {"tissue": "lung", "total_mrna_umis": 1}),
@@ -397,7 +488,8 @@ def test_integer_and_string_look_alikes_are_accepted(conn: Connection, ingest: s
 
 
 def test_callers_own_error_mid_stream_propagates_and_leaves_nothing(
-        conn: Connection, ingest: str) -> None:
+    conn: Connection, ingest: str
+) -> None:
     class Stop(Exception):
         pass
 
@@ -492,6 +584,10 @@ def test_statements_compile_without_a_database() -> None:
     assert copy.endswith(") FROM STDIN")
     features = _cell_copy.build_copy_from_stdin(cells_featureinfo, cells._FEATURE_LAYOUT.columns)
     assert " id," not in features and "(id" not in features
-    for statement in (cells.build_count_cells("x"), cells.build_delete_ingest("x"),
-                      cells.build_list_features_for_ingest("x"), cells.build_select_ingest("x")):
+    for statement in (
+        cells.build_count_cells("x"),
+        cells.build_delete_ingest("x"),
+        cells.build_list_features_for_ingest("x"),
+        cells.build_select_ingest("x"),
+    ):
         assert str(statement.compile(dialect=dialect))

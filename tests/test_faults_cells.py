@@ -33,12 +33,19 @@ STORED = 20_000  # committed cells 0..STORED-1 of ingest "faults"
 
 
 def _cell(index: int, ingest: str = "faults") -> dict[str, Any]:
-    return {"cas_cell_index": index, "cas_ingest_id": ingest, "cell_type": f"type {index % 7}",
-            "tissue": "lung", "total_mrna_umis": index, "obs_metadata_extra": {"n": index}}
+    return {
+        "cas_cell_index": index,
+        "cas_ingest_id": ingest,
+        "cell_type": f"type {index % 7}",
+        "tissue": "lung",
+        "total_mrna_umis": index,
+        "obs_metadata_extra": {"n": index},
+    }
 
 
-def _cells(start: int, count: int, ingest: str = "faults",
-           pulled: list[int] | None = None) -> Iterator[dict[str, Any]]:
+def _cells(
+    start: int, count: int, ingest: str = "faults", pulled: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
     for index in range(start, start + count):
         if pulled is not None:
             pulled[0] += 1
@@ -80,8 +87,14 @@ def _insert(conn: Connection) -> None:
     assert cells.insert_cells(conn, rows=_cells(STORED, 10_000)) == 10_000  # rolled back
 
 
-def _victim(pool: Engine, work: Callable[[Connection], None], kind: type[BaseException],
-            arm: Callable[[], None], sent: Callable[[], bool], outcomes: list[str]) -> None:
+def _victim(
+    pool: Engine,
+    work: Callable[[Connection], None],
+    kind: type[BaseException],
+    arm: Callable[[], None],
+    sent: Callable[[], bool],
+    outcomes: list[str],
+) -> None:
     """Run ``work`` on a pooled connection; ``arm()`` starts the clock of the interrupt.
 
     Only casdb's operation is exposed to the interrupt: the connection is checked out before
@@ -107,25 +120,31 @@ def _victim(pool: Engine, work: Callable[[Connection], None], kind: type[BaseExc
         conn.close()
 
 
-def _interrupt_in_thread(pool: Engine, work: Callable[[Connection], None], delay: float,
-                         outcomes: list[str]) -> None:
+def _interrupt_in_thread(
+    pool: Engine, work: Callable[[Connection], None], delay: float, outcomes: list[str]
+) -> None:
     """KeyboardInterrupt raised in a worker thread by PyThreadState_SetAsyncExc."""
     armed, sent = threading.Event(), threading.Event()
-    thread = threading.Thread(target=_victim, daemon=True, args=(
-        pool, work, KeyboardInterrupt, armed.set, sent.is_set, outcomes))
+    thread = threading.Thread(
+        target=_victim,
+        daemon=True,
+        args=(pool, work, KeyboardInterrupt, armed.set, sent.is_set, outcomes),
+    )
     thread.start()
     assert armed.wait(timeout=10)
     time.sleep(delay)
     assert thread.ident is not None
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                               ctypes.py_object(KeyboardInterrupt))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt)
+    )
     sent.set()
     thread.join(timeout=30)
     assert not thread.is_alive()
 
 
-def _interrupt_by_signal(pool: Engine, work: Callable[[Connection], None], delay: float,
-                         outcomes: list[str]) -> None:
+def _interrupt_by_signal(
+    pool: Engine, work: Callable[[Connection], None], delay: float, outcomes: list[str]
+) -> None:
     """TimeoutError raised by a SIGALRM handler in the main thread, as deadline code does."""
     fired: list[bool] = []
 
@@ -135,9 +154,14 @@ def _interrupt_by_signal(pool: Engine, work: Callable[[Connection], None], delay
 
     previous = signal.signal(signal.SIGALRM, alarm)
     try:
-        _victim(pool, work, TimeoutError,
-                lambda: signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-4)) and None,
-                lambda: bool(fired), outcomes)
+        _victim(
+            pool,
+            work,
+            TimeoutError,
+            lambda: signal.setitimer(signal.ITIMER_REAL, max(delay, 1e-4)) and None,
+            lambda: bool(fired),
+            outcomes,
+        )
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -147,11 +171,16 @@ def _interrupt_by_signal(pool: Engine, work: Callable[[Connection], None], delay
 # reports it as unraisable: such a round is "lost", not a failure.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("work", [_lookup, _insert], ids=["lookup", "insert"])
-@pytest.mark.parametrize("interrupt", [_interrupt_in_thread, _interrupt_by_signal],
-                         ids=["async-KeyboardInterrupt", "SIGALRM-TimeoutError"])
+@pytest.mark.parametrize(
+    "interrupt",
+    [_interrupt_in_thread, _interrupt_by_signal],
+    ids=["async-KeyboardInterrupt", "SIGALRM-TimeoutError"],
+)
 def test_an_interrupt_never_gives_the_next_caller_wrong_rows(
-    engine: Engine, stored: list[tuple[uuid.UUID, int, str]],
-    work: Callable[[Connection], None], interrupt: Callable[..., None],
+    engine: Engine,
+    stored: list[tuple[uuid.UUID, int, str]],
+    work: Callable[[Connection], None],
+    interrupt: Callable[..., None],
 ) -> None:
     rng = random.Random(20261201)
     with _engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=10) as pool:
@@ -173,7 +202,10 @@ def test_an_interrupt_never_gives_the_next_caller_wrong_rows(
                         failed.append(repr(error))
                         break
                     if (found.key.key_locator, found.key.user_id, found.key_hash) != (
-                            locator, user_id, key_hash):
+                        locator,
+                        user_id,
+                        key_hash,
+                    ):
                         wrong.append(found.key.key_locator)
     assert wrong == [] and failed == []
     assert outcomes.count("during") >= 10, outcomes  # most rounds hit the operation
@@ -194,15 +226,30 @@ def test_autocommit_insert_is_committed_on_return_and_all_or_nothing(engine: Eng
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             assert cells.insert_cells(conn, rows=_cells(600_000, 12_000, "auto")) == 12_000
             assert _count(engine, "auto") == 12_000  # visible to another connection at once
-            assert cells.insert_features(conn, rows=[
-                {"cas_feature_index": 600_000 + n, "cas_ingest_id": "auto",
-                 "original_feature_id": f"f{n}", "feature_name": "F"} for n in range(3)]) == 3
+            assert (
+                cells.insert_features(
+                    conn,
+                    rows=[
+                        {
+                            "cas_feature_index": 600_000 + n,
+                            "cas_ingest_id": "auto",
+                            "original_feature_id": f"f{n}",
+                            "feature_name": "F",
+                        }
+                        for n in range(3)
+                    ],
+                )
+                == 3
+            )
             assert len(cells.list_features_for_ingest(conn, cas_ingest_id="auto")) == 3
 
             def bad_mid_stream() -> Iterator[dict[str, Any]]:
                 for index in range(700_000, 710_000):
-                    yield {**_cell(index, "auto"), "cell_type": None} if index == 707_000 else (
-                        _cell(index, "auto"))
+                    yield (
+                        {**_cell(index, "auto"), "cell_type": None}
+                        if index == 707_000
+                        else (_cell(index, "auto"))
+                    )
 
             with pytest.raises(InvalidInput, match="^row 7000: cell_type"):
                 cells.insert_cells(conn, rows=bad_mid_stream())
@@ -216,8 +263,7 @@ def test_autocommit_insert_is_committed_on_return_and_all_or_nothing(engine: Eng
             cells.delete_ingest(conn, cas_ingest_id="auto")
 
 
-def test_autocommit_with_a_transaction_block_open_is_refused_before_any_sql(
-        engine: Engine) -> None:
+def test_autocommit_with_a_transaction_block_open_is_refused_before_any_sql(engine: Engine) -> None:
     with engine.begin() as conn:
         cells.create_ingest(conn, cas_ingest_id="auto-tx", dataset_id="d")
     try:
@@ -244,8 +290,9 @@ def test_autocommit_on_a_reused_pre_pinged_connection_never_loses_rows(engine: E
         for attempt in range(3):
             with pinged.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 with contextlib.suppress(InvalidInput):
-                    written += cells.insert_cells(conn, rows=_cells(810_000 + attempt, 1,
-                                                                    "auto-ping"))
+                    written += cells.insert_cells(
+                        conn, rows=_cells(810_000 + attempt, 1, "auto-ping")
+                    )
             assert _count(engine, "auto-ping") == written
     finally:
         with pinged.begin() as conn:
@@ -256,8 +303,7 @@ def test_autocommit_on_a_reused_pre_pinged_connection_never_loses_rows(engine: E
 # -- defect 6: a COPY the server rejected stops streaming within a chunk ---------------------
 
 
-def test_a_duplicate_in_row_0_stops_a_million_row_stream(
-        engine: Engine, stored: list[Any]) -> None:
+def test_a_duplicate_in_row_0_stops_a_million_row_stream(engine: Engine, stored: list[Any]) -> None:
     pulled = [0]
     started = time.monotonic()
     with rolled_back(engine) as conn, pytest.raises(AlreadyExists):
@@ -266,8 +312,7 @@ def test_a_duplicate_in_row_0_stops_a_million_row_stream(
     assert time.monotonic() - started < 10
 
 
-def test_a_statement_timeout_stops_a_million_row_stream(
-        engine: Engine, stored: list[Any]) -> None:
+def test_a_statement_timeout_stops_a_million_row_stream(engine: Engine, stored: list[Any]) -> None:
     pulled = [0]
     started = time.monotonic()
     with rolled_back(engine) as conn:
@@ -283,7 +328,8 @@ def test_a_statement_timeout_stops_a_million_row_stream(
 
 
 def test_insert_in_an_aborted_transaction_is_a_database_error(
-        conn: Connection, stored: list[Any]) -> None:
+    conn: Connection, stored: list[Any]
+) -> None:
     with pytest.raises(sqlalchemy.exc.DBAPIError):
         conn.execute(text("SELECT 1/0"))
     with pytest.raises(DatabaseError, match="25P02"):
@@ -293,15 +339,26 @@ def test_insert_in_an_aborted_transaction_is_a_database_error(
 
 
 def test_operations_on_a_closed_or_invalidated_connection_are_database_errors(
-        engine: Engine, stored: list[Any]) -> None:
+    engine: Engine, stored: list[Any]
+) -> None:
     closed = engine.connect()
     closed.close()
-    for call in (lambda c: cells.insert_cells(c, rows=_cells(900_000, 10)),
-                 lambda c: cells.insert_features(c, rows=[{
-                     "cas_feature_index": 900_000, "cas_ingest_id": "faults",
-                     "original_feature_id": "f", "feature_name": "F"}]),
-                 lambda c: cells.get_cell_metadata_by_ids(c, cell_ids=[1]),
-                 lambda c: list(cells.iter_cell_metadata_by_ids(c, cell_ids=[1]))):
+    for call in (
+        lambda c: cells.insert_cells(c, rows=_cells(900_000, 10)),
+        lambda c: cells.insert_features(
+            c,
+            rows=[
+                {
+                    "cas_feature_index": 900_000,
+                    "cas_ingest_id": "faults",
+                    "original_feature_id": "f",
+                    "feature_name": "F",
+                }
+            ],
+        ),
+        lambda c: cells.get_cell_metadata_by_ids(c, cell_ids=[1]),
+        lambda c: list(cells.iter_cell_metadata_by_ids(c, cell_ids=[1])),
+    ):
         with pytest.raises(DatabaseError, match="closed"):
             call(closed)
     with engine.connect() as conn:
@@ -316,7 +373,8 @@ def test_operations_on_a_closed_or_invalidated_connection_are_database_errors(
 
 
 def test_a_tcp_reset_mid_copy_or_mid_lookup_is_a_database_error_and_invalidates(
-        engine: Engine, stored: list[Any]) -> None:
+    engine: Engine, stored: list[Any]
+) -> None:
     with fault_proxy(engine.url) as proxy, _engine(proxy.url(engine.url)) as through:
         with through.connect() as conn:
             conn.begin()
@@ -343,14 +401,16 @@ def test_a_tcp_reset_mid_copy_or_mid_lookup_is_a_database_error_and_invalidates(
                 timer.cancel()
             assert conn.invalidated
             conn.rollback()
-            assert [c.cas_cell_index for c in cells.get_cell_metadata_by_ids(
-                conn, cell_ids=[3, 1])] == [3, 1]  # reconnected
+            assert [
+                c.cas_cell_index for c in cells.get_cell_metadata_by_ids(conn, cell_ids=[3, 1])
+            ] == [3, 1]  # reconnected
     with engine.connect() as conn:
         assert cells.count_cells(conn, cas_ingest_id="faults") == STORED
 
 
 def test_a_generator_raising_mid_copy_leaves_the_connection_in_step(
-        engine: Engine, stored: list[tuple[uuid.UUID, int, str]]) -> None:
+    engine: Engine, stored: list[tuple[uuid.UUID, int, str]]
+) -> None:
     class Broken(Exception):
         pass
 
@@ -373,12 +433,19 @@ def test_a_generator_raising_mid_copy_leaves_the_connection_in_step(
 # -- defect 9: the lookup iterator -----------------------------------------------------------
 
 
-@given(ids=st.lists(st.integers(-3, STORED + 3) | st.sampled_from([0, STORED - 1]),
-                    max_size=40),
-       chunk=st.integers(1, 7), columns=st.none() | st.lists(st.sampled_from(COLUMNS)))
+@given(
+    ids=st.lists(st.integers(-3, STORED + 3) | st.sampled_from([0, STORED - 1]), max_size=40),
+    chunk=st.integers(1, 7),
+    columns=st.none() | st.lists(st.sampled_from(COLUMNS)),
+)
 def test_the_iterator_yields_what_the_list_holds(
-        engine: Engine, stored: list[Any], ids: list[int], chunk: int,
-        columns: list[str] | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: Engine,
+    stored: list[Any],
+    ids: list[int],
+    chunk: int,
+    columns: list[str] | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(cells, "LOOKUP_CHUNK_SIZE", chunk)
     monkeypatch.setattr(cells, "ITER_CHUNK_SIZE", 8 - chunk)
     with rolled_back(engine) as conn:
@@ -389,8 +456,8 @@ def test_the_iterator_yields_what_the_list_holds(
 
 
 def test_the_iterator_checks_each_chunk_and_can_be_abandoned(
-        engine: Engine, stored: list[tuple[uuid.UUID, int, str]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: Engine, stored: list[tuple[uuid.UUID, int, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cells, "ITER_CHUNK_SIZE", 3)
     with _engine(engine.url, pool_size=1, max_overflow=0) as pool, pool.connect() as conn:
         with pytest.raises(InvalidInput, match="valid:"):  # at the call, before any SQL
@@ -416,7 +483,8 @@ def test_the_iterator_checks_each_chunk_and_can_be_abandoned(
 
 
 def test_the_iterator_memory_is_bounded_by_its_chunk(
-        engine: Engine, stored: list[Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: Engine, stored: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cells, "ITER_CHUNK_SIZE", 2_000)
 
     def ids(count: int) -> Iterator[int]:
@@ -431,18 +499,24 @@ def test_the_iterator_memory_is_bounded_by_its_chunk(
             tracemalloc.stop()
 
     with rolled_back(engine) as conn:
+
         def consume(count: int) -> Callable[[], None]:
             def run() -> None:
                 seen = 0
-                for _ in cells.iter_cell_metadata_by_ids(conn, cell_ids=ids(count),
-                                                         columns=COLUMNS):
+                for _ in cells.iter_cell_metadata_by_ids(
+                    conn, cell_ids=ids(count), columns=COLUMNS
+                ):
                     seen += 1
                 assert seen == count
+
             return run
 
         one_chunk = peak(consume(2_000))
         many_chunks = peak(consume(60_000))  # 30 chunks
-        listed = peak(lambda: cells.get_cell_metadata_by_ids(conn, cell_ids=ids(60_000),
-                                                            columns=COLUMNS) and None)
+        listed = peak(
+            lambda: (
+                cells.get_cell_metadata_by_ids(conn, cell_ids=ids(60_000), columns=COLUMNS) and None
+            )
+        )
     assert many_chunks < 2 * one_chunk + 1_000_000, (one_chunk, many_chunks)
     assert listed > 5 * many_chunks, (listed, many_chunks)  # the bound is real

@@ -105,8 +105,7 @@ def test_tcp_connections_have_short_keepalives(engine: Engine) -> None:
             assert sock is not None and sock.family == socket.AF_INET
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == KEEPALIVE_IDLE_S
-            assert (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
-                    == KEEPALIVE_INTERVAL_S)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == KEEPALIVE_INTERVAL_S
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == KEEPALIVE_COUNT
             assert sock.gettimeout() is None  # no DB_SOCKET_TIMEOUT_S: a caller may wait
     finally:
@@ -180,8 +179,9 @@ def test_reset_while_waiting_for_the_server_ends_in_a_database_error(
     try:
         with engine.connect() as holder, eng.connect() as conn:
             holder.begin()
-            holder.execute(text("SELECT 1 FROM users_user WHERE id = :id FOR UPDATE"),
-                           {"id": user.id})
+            holder.execute(
+                text("SELECT 1 FROM users_user WHERE id = :id FOR UPDATE"), {"id": user.id}
+            )
             conn.begin()
             timer.start()
             with pytest.raises(DatabaseError):
@@ -240,8 +240,9 @@ def test_silent_network_under_a_pooled_connection_bounds_engine_connect(
 @pytest.mark.timeout(60)
 def test_url_query_values_reach_pg8000(engine: Engine) -> None:
     name = f"casdb-{uuid.uuid4().hex[:8]}"
-    eng = casdb.create_engine(config_for_url(engine.url.update_query_dict(
-        {"application_name": name})))
+    eng = casdb.create_engine(
+        config_for_url(engine.url.update_query_dict({"application_name": name}))
+    )
     try:
         with eng.connect() as conn:
             assert conn.execute(text("SHOW application_name")).scalar_one() == name

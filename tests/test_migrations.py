@@ -27,17 +27,27 @@ def _engine(url: URL) -> Engine:
 
 def _public_objects(engine: Engine) -> tuple[list[str], list[str]]:
     with engine.connect() as conn:
-        tables = conn.execute(
-            text(
-                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-                "AND relkind IN ('r', 'S', 'i') AND relname NOT LIKE 'alembic_version%' "
-                "ORDER BY relname"
+        tables = (
+            conn.execute(
+                text(
+                    "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                    "AND relkind IN ('r', 'S', 'i') AND relname NOT LIKE 'alembic_version%' "
+                    "ORDER BY relname"
+                )
             )
-        ).scalars().all()
-        types = conn.execute(
-            text("SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace "
-                 "AND typtype = 'e'")
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
+        types = (
+            conn.execute(
+                text(
+                    "SELECT typname FROM pg_type WHERE typnamespace = 'public'::regnamespace "
+                    "AND typtype = 'e'"
+                )
+            )
+            .scalars()
+            .all()
+        )
     return list(tables), list(types)
 
 
@@ -103,27 +113,36 @@ def test_live_database_upgrades_to_the_same_schema_as_a_fresh_one_keeping_rows(
         migrate.upgrade(conn, "head")
     load_original_schema(live.url)
     with live.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO users_user (email, username, active, requests_processed, "
-            "cells_processed, is_admin, cell_quota, created_at, ask_for_feedback) VALUES "
-            "('a@b.c', 'ann', true, 3, 40, false, 10, '2024-01-01', true)"
-        ))
-        conn.execute(text(
-            "INSERT INTO ml_management_model (model_file_path, embedding_dimension, "
-            "admin_use_only, schema_name, is_default_model, model_name, bq_dataset_name) VALUES "
-            "('p', 3, false, 's', true, 'm1', 'd'), ('p', 3, false, 's', true, 'm2', 'd')"
-        ))
-        conn.execute(text(
-            "INSERT INTO cells_ingestinfo (cas_ingest_id, dataset_id, uns_metadata) "
-            "VALUES ('i1', 'd1', '{\"k\": 1}')"
-        ))
-        conn.execute(text(
-            "INSERT INTO cells_featureinfo (id, original_feature_id, feature_name, "
-            "var_metadata_extra, cas_ingest_id) VALUES (77, 'f', 'F', '{}', 'i1')"
-        ))
-        conn.execute(text(
-            "INSERT INTO cells_cellinfo (cas_ingest_id, cell_type) VALUES ('i1', 'T cell')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO users_user (email, username, active, requests_processed, "
+                "cells_processed, is_admin, cell_quota, created_at, ask_for_feedback) VALUES "
+                "('a@b.c', 'ann', true, 3, 40, false, 10, '2024-01-01', true)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO ml_management_model (model_file_path, embedding_dimension, "
+                "admin_use_only, schema_name, is_default_model, model_name, "
+                "bq_dataset_name) VALUES "
+                "('p', 3, false, 's', true, 'm1', 'd'), ('p', 3, false, 's', true, 'm2', 'd')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cells_ingestinfo (cas_ingest_id, dataset_id, uns_metadata) "
+                "VALUES ('i1', 'd1', '{\"k\": 1}')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cells_featureinfo (id, original_feature_id, feature_name, "
+                "var_metadata_extra, cas_ingest_id) VALUES (77, 'f', 'F', '{}', 'i1')"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO cells_cellinfo (cas_ingest_id, cell_type) VALUES ('i1', 'T cell')")
+        )
     with live.begin() as conn:
         migrate.upgrade(conn, "head")
         assert migrate.schema_differences(conn) == []
@@ -139,9 +158,7 @@ def test_live_database_upgrades_to_the_same_schema_as_a_fresh_one_keeping_rows(
         assert b.execute(text("SELECT id FROM cells_featureinfo")).scalar_one() == 77
         assert b.execute(text("SELECT count(*) FROM cells_cellinfo")).scalar_one() == 1
         # Sequences continue past the existing rows under their new names.
-        b.execute(text(
-            "INSERT INTO users_user (email, username) VALUES ('new@b.c', 'new')"
-        ))
+        b.execute(text("INSERT INTO users_user (email, username) VALUES ('new@b.c', 'new')"))
         assert b.execute(text("SELECT max(id) FROM users_user")).scalar_one() == 2
 
 
@@ -225,10 +242,15 @@ def test_the_engine_path_takes_a_live_database_with_rows_to_the_fresh_schema(
         assert migrate.schema_differences(conn) == []
         assert conn.execute(text("SELECT count(*) FROM cells_cellinfo")).scalar_one() == 1000
         # Every constraint is validated: none is left NOT VALID.
-        assert conn.execute(text(
-            "SELECT count(*) FROM pg_constraint WHERE NOT convalidated "
-            "AND connamespace = 'public'::regnamespace"
-        )).scalar_one() == 0
+        assert (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_constraint WHERE NOT convalidated "
+                    "AND connamespace = 'public'::regnamespace"
+                )
+            ).scalar_one()
+            == 0
+        )
 
 
 def test_a_connection_outside_a_transaction_takes_the_online_path(
@@ -270,18 +292,23 @@ def test_a_failed_upgrade_is_resumed_by_running_it_again(
     migrate.upgrade(engine, migrate.BASELINE_REVISION)
     # A failed CONCURRENTLY build leaves an INVALID index behind under the name the
     # revision uses; the re-run must rebuild it, not skip it.
-    execute_sql(engine.url, "INSERT INTO users_user (id, email, username, active, "
-                "requests_processed, cells_processed, is_admin, cell_quota, created_at, "
-                "ask_for_feedback) VALUES (1, 'a@b.c', 'a', true, 0, 0, false, 1, now(), true)",
-                "INSERT INTO users_userkey (key_locator, user_id, created_date, active, expires, "
-                "key_hash) SELECT gen_random_uuid(), 1, now(), true, now(), 'h' "
-                "FROM generate_series(1, 2)")
+    execute_sql(
+        engine.url,
+        "INSERT INTO users_user (id, email, username, active, "
+        "requests_processed, cells_processed, is_admin, cell_quota, created_at, "
+        "ask_for_feedback) VALUES (1, 'a@b.c', 'a', true, 0, 0, false, 1, now(), true)",
+        "INSERT INTO users_userkey (key_locator, user_id, created_date, active, expires, "
+        "key_hash) SELECT gen_random_uuid(), 1, now(), true, now(), 'h' "
+        "FROM generate_series(1, 2)",
+    )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         with pytest.raises(DBAPIError):
-            conn.execute(text(
-                "CREATE UNIQUE INDEX CONCURRENTLY ix_users_userkey_user_id "
-                "ON users_userkey (user_id)"
-            ))
+            conn.execute(
+                text(
+                    "CREATE UNIQUE INDEX CONCURRENTLY ix_users_userkey_user_id "
+                    "ON users_userkey (user_id)"
+                )
+            )
     holder = _hold_lock(engine, "cells_cellinfo", None)
     with pytest.raises(DBAPIError) as failed:
         migrate.upgrade(engine, "head")

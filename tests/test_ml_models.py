@@ -432,13 +432,26 @@ def test_statement_builders_compile_without_a_database() -> None:
     assert "json_agg" in sql(mm.build_select_models(model_name="x"))
     assert "RETURNING" in sql(mm.build_set_default_model(model_id=1))
     assert "ON CONFLICT DO NOTHING" in sql(
-        mm.build_insert_model({"model_name": "m", "model_file_path": "p",
-                               "embedding_dimension": 1, "schema_name": "s",
-                               "bq_dataset_name": "b"})
+        mm.build_insert_model(
+            {
+                "model_name": "m",
+                "model_file_path": "p",
+                "embedding_dimension": 1,
+                "schema_name": "s",
+                "bq_dataset_name": "b",
+            }
+        )
     )
     assert "ON CONFLICT DO NOTHING" in sql(
-        mm.build_insert_index({"index_name": "i", "embedding_dimension": 1, "endpoint_id": "e",
-                               "num_neighbors": 1, "model_id": 1})
+        mm.build_insert_index(
+            {
+                "index_name": "i",
+                "embedding_dimension": 1,
+                "endpoint_id": "e",
+                "num_neighbors": 1,
+                "model_id": 1,
+            }
+        )
     )
     assert "is_default_model" in sql(mm.build_clear_default_model(keep_model_id=1))
     assert "index_name" in sql(mm.build_select_indexes(index_name="i", model_id=1))

@@ -83,14 +83,16 @@ ARGUMENTS: dict[Callable[..., Any], dict[str, Any]] = {
     },
     cells.get_cell_metadata_by_ids: {"cell_ids": [1, 2]},
 }
-ARGUMENTS.update({
-    users.set_weekly_cell_quota: {"user_id": 1, "cell_quota": 5},
-    keys.issue_user_token: {"user_id": 1},
-    keys.authenticate_token: {"token": f"{uuid.uuid4()}.{uuid.uuid4()}"},
-    cells.reserve_indexes: {"table": "cells", "count": 2},
-    cells.advance_index_sequence: {"table": "cells", "past": 10},
-    cells.find_existing_indexes: {"table": "cells", "ids": [1]},
-})
+ARGUMENTS.update(
+    {
+        users.set_weekly_cell_quota: {"user_id": 1, "cell_quota": 5},
+        keys.issue_user_token: {"user_id": 1},
+        keys.authenticate_token: {"token": f"{uuid.uuid4()}.{uuid.uuid4()}"},
+        cells.reserve_indexes: {"table": "cells", "count": 2},
+        cells.advance_index_sequence: {"table": "cells", "past": 10},
+        cells.find_existing_indexes: {"table": "cells", "ids": [1]},
+    }
+)
 OPERATIONS = public_operations()
 ARGUMENTS[cells.iter_cell_metadata_by_ids] = {"cell_ids": [1, 2]}
 
@@ -138,8 +140,10 @@ def test_a_reset_is_a_retryable_database_error_and_drops_the_connection(
             holder.execute(text(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE"))
             # the id sequences, which the index operations use instead of a table: LOCK TABLE
             # refuses sequences, but an uncommitted ALTER SEQUENCE blocks nextval and setval
-            for sequence in ("cells_cellinfo_cas_cell_index_seq",
-                             "cells_featureinfo_cas_feature_index_seq"):
+            for sequence in (
+                "cells_cellinfo_cas_cell_index_seq",
+                "cells_featureinfo_cas_feature_index_seq",
+            ):
                 holder.execute(text(f"ALTER SEQUENCE {sequence} CACHE 1"))
             timer = threading.Timer(0.3, proxy.reset)
             timer.start()

@@ -53,15 +53,26 @@ offsets = st.one_of(
     lifetime=st.none() | counts,
     legacy_cells=st.integers(0, 10**6),
     raw_rows=st.lists(
-        st.tuples(st.none() | st.sampled_from(["r1", "r2", "r3", "r4"]), st.integers(0, 10**6),
-                  st.sampled_from(UserActivityEvent), offsets, st.booleans()),
+        st.tuples(
+            st.none() | st.sampled_from(["r1", "r2", "r3", "r4"]),
+            st.integers(0, 10**6),
+            st.sampled_from(UserActivityEvent),
+            offsets,
+            st.booleans(),
+        ),
         max_size=20,
     ),
 )
-def test_matches_reference(engine: Engine, signup: dt.datetime, now: dt.datetime, edge: bool,
-                           quota: int, lifetime: int | None, legacy_cells: int,
-                           raw_rows: list[tuple[str | None, int, UserActivityEvent,
-                                                dt.timedelta, bool]]) -> None:
+def test_matches_reference(
+    engine: Engine,
+    signup: dt.datetime,
+    now: dt.datetime,
+    edge: bool,
+    quota: int,
+    lifetime: int | None,
+    legacy_cells: int,
+    raw_rows: list[tuple[str | None, int, UserActivityEvent, dt.timedelta, bool]],
+) -> None:
     week_start = reference_week_start(signup, now)
     rows: list[Row] = [
         # ``at_start`` pins a row on the week start itself, a boundary the window includes.
@@ -69,13 +80,26 @@ def test_matches_reference(engine: Engine, signup: dt.datetime, now: dt.datetime
         for request, cells, event, offset, at_start in raw_rows
     ]
     with rolled_back(engine) as conn:
-        user = users.create_user(conn, email="q@cas.org", username="Q", created_at=signup,
-                                 cell_quota=quota, lifetime_cell_quota=lifetime,
-                                 cells_processed=legacy_cells)
+        user = users.create_user(
+            conn,
+            email="q@cas.org",
+            username="Q",
+            created_at=signup,
+            cell_quota=quota,
+            lifetime_cell_quota=lifetime,
+            cells_processed=legacy_cells,
+        )
         for request, cells, event, finished in rows:
-            activity.log_user_activity(conn, user_id=user.id, model_name="m", method=None,
-                                       cell_count=cells, event=event, request_id=request,
-                                       finished_time=finished)
+            activity.log_user_activity(
+                conn,
+                user_id=user.id,
+                model_name="m",
+                method=None,
+                cell_count=cells,
+                event=event,
+                request_id=request,
+                finished_time=finished,
+            )
         this_week = reference_this_week(rows, signup, now)
         assert quotas.cells_processed_this_week(conn, user_id=user.id, now=now) == this_week
 
@@ -85,8 +109,9 @@ def test_matches_reference(engine: Engine, signup: dt.datetime, now: dt.datetime
         expected = quotas.UserQuota(
             user_id=user.id,
             weekly_quota=quota,
-            remaining_weekly_quota=max(0, weekly_left if lifetime_left is None
-                                       else min(weekly_left, lifetime_left)),
+            remaining_weekly_quota=max(
+                0, weekly_left if lifetime_left is None else min(weekly_left, lifetime_left)
+            ),
             quota_reset_date=week_start + dt.timedelta(days=7),
             lifetime_quota=lifetime,
             remaining_lifetime_quota=lifetime_left,
@@ -103,20 +128,34 @@ def test_reset_date_is_the_next_week_start_after_now(conn: Connection) -> None:
     assert quota.quota_reset_date == dt.datetime(2024, 3, 18, tzinfo=dt.UTC)
     on_the_start = dt.datetime(2024, 3, 18, tzinfo=dt.UTC)
     assert quotas.get_user_quota(conn, user_id=user.id, now=on_the_start).quota_reset_date == (
-        dt.datetime(2024, 3, 25, tzinfo=dt.UTC))
+        dt.datetime(2024, 3, 25, tzinfo=dt.UTC)
+    )
 
 
 def test_failed_request_counts_zero_and_started_only_counts(conn: Connection) -> None:
-    user = users.create_user(conn, email="f@cas.org", username="F",
-                             created_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+    user = users.create_user(
+        conn, email="f@cas.org", username="F", created_at=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    )
     now = dt.datetime(2024, 1, 3, 12, tzinfo=dt.UTC)
     at = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)
-    for request, cells, event in [("a", 100, "STARTED"), ("a", 100, "SUCCEEDED"),
-                                  ("b", 50, "STARTED"), ("b", 50, "FAILED"),
-                                  ("c", 7, "STARTED"), (None, 1000, "SUCCEEDED")]:
-        activity.log_user_activity(conn, user_id=user.id, model_name="m", method=None,
-                                   cell_count=cells, event=event, request_id=request,
-                                   finished_time=at)
+    for request, cells, event in [
+        ("a", 100, "STARTED"),
+        ("a", 100, "SUCCEEDED"),
+        ("b", 50, "STARTED"),
+        ("b", 50, "FAILED"),
+        ("c", 7, "STARTED"),
+        (None, 1000, "SUCCEEDED"),
+    ]:
+        activity.log_user_activity(
+            conn,
+            user_id=user.id,
+            model_name="m",
+            method=None,
+            cell_count=cells,
+            event=event,
+            request_id=request,
+            finished_time=at,
+        )
     assert quotas.cells_processed_this_week(conn, user_id=user.id, now=now) == 107
 
 
@@ -149,9 +188,14 @@ def test_a_quota_is_read_from_one_snapshot_while_activity_is_written(engine: Eng
     finished = dt.datetime(2024, 1, 9, 12, tzinfo=dt.UTC)
     now = finished + dt.timedelta(hours=1)
     with engine.begin() as conn:
-        user = users.create_user(conn, email=f"snap-{uuid.uuid4()}@cas.org", username="S",
-                                 created_at=signup, cell_quota=10**9,
-                                 lifetime_cell_quota=10**9)
+        user = users.create_user(
+            conn,
+            email=f"snap-{uuid.uuid4()}@cas.org",
+            username="S",
+            created_at=signup,
+            cell_quota=10**9,
+            lifetime_cell_quota=10**9,
+        )
     done = threading.Event()
     mixed: list[quotas.UserQuota] = []
     reads: list[int] = []
@@ -160,9 +204,16 @@ def test_a_quota_is_read_from_one_snapshot_while_activity_is_written(engine: Eng
     def write(n: int) -> None:
         for i in range(150):
             with engine.begin() as conn:
-                activity.log_user_activity(conn, user_id=user.id, model_name="m", method=None,
-                                           cell_count=1 + i % 5, event="SUCCEEDED",
-                                           request_id=f"w{n}-{i}", finished_time=finished)
+                activity.log_user_activity(
+                    conn,
+                    user_id=user.id,
+                    model_name="m",
+                    method=None,
+                    cell_count=1 + i % 5,
+                    event="SUCCEEDED",
+                    request_id=f"w{n}-{i}",
+                    finished_time=finished,
+                )
 
     def read() -> None:
         while not done.is_set():
@@ -179,6 +230,7 @@ def test_a_quota_is_read_from_one_snapshot_while_activity_is_written(engine: Eng
             except BaseException as error:  # noqa: BLE001 - reported below
                 errors.append(error)
                 done.set()
+
         return run
 
     writers = [threading.Thread(target=guarded(lambda n=n: write(n))) for n in range(2)]

@@ -30,14 +30,18 @@ def committed_user(engine: Engine) -> casdb.queries.users.User:  # type: ignore[
 
 
 @pytest.mark.parametrize("setting", ["lock_timeout_ms", "statement_timeout_ms"])
-def test_a_long_lock_wait_ends_in_a_casdb_error(engine: Engine, committed_user: users.User,
-                                               setting: str) -> None:
+def test_a_long_lock_wait_ends_in_a_casdb_error(
+    engine: Engine, committed_user: users.User, setting: str
+) -> None:
     limited = casdb.create_engine(config_for_url(engine.url, **{setting: 300}))
     try:
         with engine.connect() as holder, limited.connect() as waiter:
             holder.begin()
-            holder.execute(select(users_user.c.id).where(users_user.c.id == committed_user.id)
-                           .with_for_update())
+            holder.execute(
+                select(users_user.c.id)
+                .where(users_user.c.id == committed_user.id)
+                .with_for_update()
+            )
             started = dt.datetime.now()
             with pytest.raises(DatabaseError) as raised:
                 users.set_admin(waiter, user_id=committed_user.id, is_admin=True)
@@ -82,14 +86,22 @@ def test_secrets_never_appear_in_logs_errors_or_reprs(
             auth = keys.get_key_for_authentication(conn, key_locator=key.key_locator)
             texts += [repr(key), repr(auth), str(auth)]
             with pytest.raises(AlreadyExists) as raised:
-                keys.create_user_key(conn, user_id=user.id, key_hash=secret_hash,
-                                     key_locator=key.key_locator)
+                keys.create_user_key(
+                    conn, user_id=user.id, key_hash=secret_hash, key_locator=key.key_locator
+                )
             texts.append(str(raised.value))
             conn.rollback()
     finally:
         echoing.dispose()
-    config = casdb.config_from_env({"DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_USER": "u",
-                                    "DB_PASSWORD": password, "DB_NAME": "d"})
+    config = casdb.config_from_env(
+        {
+            "DB_HOST": "127.0.0.1",
+            "DB_PORT": "1",
+            "DB_USER": "u",
+            "DB_PASSWORD": password,
+            "DB_NAME": "d",
+        }
+    )
     assert config is not None
     texts += [repr(config), str(config)]
     broken = casdb.create_engine(config)
@@ -122,8 +134,7 @@ def _threads(count: int, work: Callable[[int], None]) -> list[BaseException]:
     return errors
 
 
-def test_concurrent_activity_and_quota_reads(engine: Engine,
-                                             committed_user: users.User) -> None:
+def test_concurrent_activity_and_quota_reads(engine: Engine, committed_user: users.User) -> None:
     signup = committed_user.created_at
     now = signup + dt.timedelta(days=2)
     logged: list[tuple[str | None, int, casdb.UserActivityEvent, dt.datetime]] = []
@@ -135,9 +146,15 @@ def test_concurrent_activity_and_quota_reads(engine: Engine,
             finished = signup + dt.timedelta(hours=1 + i)
             with engine.begin() as conn:
                 activity.log_user_activity(
-                    conn, user_id=committed_user.id, model_name="m", method="annotate",
-                    cell_count=n * 100 + i, event=event, request_id=f"r{n}-{i % 5}",
-                    finished_time=finished)
+                    conn,
+                    user_id=committed_user.id,
+                    model_name="m",
+                    method="annotate",
+                    cell_count=n * 100 + i,
+                    event=event,
+                    request_id=f"r{n}-{i % 5}",
+                    finished_time=finished,
+                )
             with lock:
                 logged.append((f"r{n}-{i % 5}", n * 100 + i, event, finished))
             with engine.connect() as conn:
@@ -148,7 +165,8 @@ def test_concurrent_activity_and_quota_reads(engine: Engine,
     with engine.connect() as conn:
         assert len(activity.list_user_activity(conn, user_id=committed_user.id)) == 200
         assert quotas.cells_processed_this_week(conn, user_id=committed_user.id, now=now) == (
-            reference_this_week(logged, signup, now))
+            reference_this_week(logged, signup, now)
+        )
 
 
 def test_concurrent_users_with_colliding_emails(engine: Engine) -> None:
@@ -172,8 +190,11 @@ def test_concurrent_users_with_colliding_emails(engine: Engine) -> None:
     assert len(created) == len(emails)
     assert collisions == ["email"] * (8 * len(emails) - len(emails))
     with engine.connect() as conn:
-        stored = conn.execute(select(users_user.c.email).where(
-            users_user.c.email.in_(emails))).scalars().all()
+        stored = (
+            conn.execute(select(users_user.c.email).where(users_user.c.email.in_(emails)))
+            .scalars()
+            .all()
+        )
     assert sorted(stored) == sorted(emails)
 
 

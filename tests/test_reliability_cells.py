@@ -17,8 +17,13 @@ from casdb.queries import cells
 
 def _rows(ingest: str, start: int, count: int) -> Iterator[cells.Cell]:
     for index in range(start, start + count):
-        yield cells.Cell(cas_cell_index=index, cas_ingest_id=ingest, cell_type="T cell",
-                         tissue="blood", obs_metadata_extra={"n": index})
+        yield cells.Cell(
+            cas_cell_index=index,
+            cas_ingest_id=ingest,
+            cell_type="T cell",
+            tissue="blood",
+            obs_metadata_extra={"n": index},
+        )
 
 
 @pytest.fixture
@@ -44,8 +49,7 @@ def test_backend_killed_mid_insert_leaves_nothing_and_the_next_call_works(
             for n, row in enumerate(_rows("fault", 10_000_000, 200_000)):
                 if n == 50_000:  # well into the COPY stream
                     with pinged_engine.connect() as killer:
-                        killer.execute(text("SELECT pg_terminate_backend(:pid)"),
-                                       {"pid": victim})
+                        killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
                         killer.commit()
                 yield row
 

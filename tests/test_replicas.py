@@ -44,8 +44,12 @@ MODULES = {
     "ml_models": ml_models,
     "cells": cells,
 }
-TCP = {"DB_HOST": "primary.internal", "DB_USER": "cas", "DB_PASSWORD": "p@ss:/%#?&'é",
-       "DB_NAME": "cas"}
+TCP = {
+    "DB_HOST": "primary.internal",
+    "DB_USER": "cas",
+    "DB_PASSWORD": "p@ss:/%#?&'é",
+    "DB_NAME": "cas",
+}
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
@@ -74,8 +78,13 @@ def test_reader_host_shares_the_writers_login_and_settings() -> None:
     assert TCP["DB_PASSWORD"] not in repr(reader)
 
 
-@given(password=st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
-                        min_size=1, max_size=40))
+@given(
+    password=st.text(
+        st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_the_reader_logs_in_with_any_password_of_the_writer(password: str) -> None:
     env = {**TCP, "DB_PASSWORD": password, "DB_READ_HOST": "replica.internal"}
     writer = config_from_env(env)
@@ -89,8 +98,13 @@ def test_the_reader_logs_in_with_any_password_of_the_writer(password: str) -> No
 
 
 def test_reader_host_default_port_and_socket_writer() -> None:
-    env = {"DB_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:primary", "DB_USER": "cas",
-           "DB_PASSWORD": "pw", "DB_NAME": "cas", "DB_READ_HOST": "10.0.0.9"}
+    env = {
+        "DB_INSTANCE_UNIX_SOCKET": "/cloudsql/p:r:primary",
+        "DB_USER": "cas",
+        "DB_PASSWORD": "pw",
+        "DB_NAME": "cas",
+        "DB_READ_HOST": "10.0.0.9",
+    }
     reader = reader_config_from_env(config_from_env(env), env)
     assert reader is not None
     assert (reader.url.host, reader.url.port, reader.unix_sock) == ("10.0.0.9", 5432, None)
@@ -204,12 +218,17 @@ def test_the_read_only_option_keeps_the_server_side_timeouts(pair: Pair) -> None
     _, alone = casdb.create_engines(config_for_url(pair.primary.url(), lock_timeout_ms=567))
     try:
         with writer.connect() as w, reader.connect() as r, alone.connect() as a:
-            assert [_scalar(w, f"SHOW {n}") for n in ("statement_timeout", "lock_timeout",
-                    "default_transaction_read_only")] == ["1234ms", "567ms", "off"]
-            assert [_scalar(r, f"SHOW {n}") for n in ("statement_timeout",
-                    "default_transaction_read_only")] == ["4321ms", "on"]
-            assert [_scalar(a, f"SHOW {n}") for n in ("lock_timeout",
-                    "default_transaction_read_only")] == ["567ms", "on"]
+            assert [
+                _scalar(w, f"SHOW {n}")
+                for n in ("statement_timeout", "lock_timeout", "default_transaction_read_only")
+            ] == ["1234ms", "567ms", "off"]
+            assert [
+                _scalar(r, f"SHOW {n}")
+                for n in ("statement_timeout", "default_transaction_read_only")
+            ] == ["4321ms", "on"]
+            assert [
+                _scalar(a, f"SHOW {n}") for n in ("lock_timeout", "default_transaction_read_only")
+            ] == ["567ms", "on"]
     finally:
         for engine in (writer, reader, alone):
             engine.dispose()
@@ -229,8 +248,9 @@ def test_a_misrouted_write_fails_the_same_way(pair: Pair, reader: str) -> None:
 
 
 def _count(connection: Connection, email: str) -> int:
-    return int(_scalar_param(connection, "SELECT count(*) FROM users_user WHERE email = :e",
-                             e=email))
+    return int(
+        _scalar_param(connection, "SELECT count(*) FROM users_user WHERE email = :e", e=email)
+    )
 
 
 def _scalar_param(connection: Connection, sql: str, **params: Any) -> Any:
@@ -259,12 +279,19 @@ def sample(pair: Pair) -> Sample:
         # make_ingest takes explicit ids: keep the sequences past them (the demo uses them).
         cells.advance_index_sequence(connection, table="cells", past=max(ingest.cell_ids))
         cells.advance_index_sequence(
-            connection, table="features",
+            connection,
+            table="features",
             past=max(f.cas_feature_index for f in ingest.features),
         )
         activity.log_user_activity(
-            connection, user_id=user.id, model_name=model.model_name, method="annotate",
-            cell_count=5, event="SUCCEEDED", request_id="r1", finished_time=NOW,
+            connection,
+            user_id=user.id,
+            model_name=model.model_name,
+            method="annotate",
+            cell_count=5,
+            event="SUCCEEDED",
+            request_id="r1",
+            finished_time=NOW,
         )
     with pair.writer.connect() as w, pair.reader.connect() as r:
         casdb.wait_for_replica(w, r)
@@ -294,8 +321,10 @@ ARGUMENTS: dict[str, Callable[[Sample], dict[str, Any]]] = {
     "cells.count_cells": lambda s: {"cas_ingest_id": s.ingest.ingest.cas_ingest_id},
     "cells.get_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
     "cells.iter_cell_metadata_by_ids": lambda s: {"cell_ids": s.ingest.cell_ids},
-    "cells.find_existing_indexes": lambda s: {"table": "cells",
-                                              "ids": [*s.ingest.cell_ids, 2**31 - 1]},
+    "cells.find_existing_indexes": lambda s: {
+        "table": "cells",
+        "ids": [*s.ingest.cell_ids, 2**31 - 1],
+    },
 }
 READ_ONLY = [f"{area}.{name}" for area, names in READ_ONLY_OPERATIONS.items() for name in names]
 
@@ -335,14 +364,26 @@ def _operations(module: Any) -> set[str]:
 
 
 WRITES = {
-    "users": {"create_user", "set_user_active", "set_admin", "opt_out_of_feedback",
-              "increase_lifetime_quota", "set_weekly_cell_quota"},
+    "users": {
+        "create_user",
+        "set_user_active",
+        "set_admin",
+        "opt_out_of_feedback",
+        "increase_lifetime_quota",
+        "set_weekly_cell_quota",
+    },
     "keys": {"create_user_key", "deactivate_user_key", "issue_user_token"},
     "activity": {"log_user_activity"},
     "quotas": set(),
     "ml_models": {"create_model", "set_default_model", "create_matching_engine_index"},
-    "cells": {"create_ingest", "delete_ingest", "insert_features", "insert_cells",
-              "reserve_indexes", "advance_index_sequence"},
+    "cells": {
+        "create_ingest",
+        "delete_ingest",
+        "insert_features",
+        "insert_cells",
+        "reserve_indexes",
+        "advance_index_sequence",
+    },
 }
 
 
@@ -420,16 +461,22 @@ def test_wait_times_out_while_the_replica_lags_then_sees_the_write(pair: Pair) -
 
 def _cells(ingest_id: str, first: int, count: int) -> Iterator[cells.Cell]:
     for index in range(first, first + count):
-        yield cells.Cell(cas_cell_index=index, cas_ingest_id=ingest_id,
-                               cell_type="T cell", original_cell_id=f"c{index}",
-                               obs_metadata_extra={"n": index}, tissue="blood")
+        yield cells.Cell(
+            cas_cell_index=index,
+            cas_ingest_id=ingest_id,
+            cell_type="T cell",
+            original_cell_id=f"c{index}",
+            obs_metadata_extra={"n": index},
+            tissue="blood",
+        )
 
 
 def test_read_your_writes_during_a_bulk_ingest(pair: Pair) -> None:
     with pair.writer.begin() as connection:
         ingest = cells.create_ingest(connection, cas_ingest_id="bulk-replica", dataset_id="d")
-        first = 1 + int(_scalar(connection, "SELECT coalesce(max(cas_cell_index), 0) "
-                                             "FROM cells_cellinfo"))
+        first = 1 + int(
+            _scalar(connection, "SELECT coalesce(max(cas_cell_index), 0) FROM cells_cellinfo")
+        )
         # Later ids from the sequence (the demo's) must not collide with these.
         cells.advance_index_sequence(connection, table="cells", past=first + 200_000)
     done = threading.Event()
@@ -439,8 +486,10 @@ def test_read_your_writes_during_a_bulk_ingest(pair: Pair) -> None:
         try:
             for batch in range(8):
                 with pair.writer.begin() as connection:
-                    cells.insert_cells(connection, rows=_cells(
-                        ingest.cas_ingest_id, first + batch * 25_000, 25_000))
+                    cells.insert_cells(
+                        connection,
+                        rows=_cells(ingest.cas_ingest_id, first + batch * 25_000, 25_000),
+                    )
         except BaseException as error:  # reported by the test below
             failures.append(error)
         finally:
@@ -567,8 +616,9 @@ def test_local_start_replica_and_url_reader(
 def test_demo_reads_from_the_configured_reader(
     pair: Pair, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SQLALCHEMY_READ_DATABASE_URI",
-                       pair.standby.url().render_as_string(hide_password=False))
+    monkeypatch.setenv(
+        "SQLALCHEMY_READ_DATABASE_URI", pair.standby.url().render_as_string(hide_password=False)
+    )
     writer_url = pair.primary.url().render_as_string(hide_password=False)
     code = main(["--url", writer_url, "demo", "--yes"])
     shown, err = capsys.readouterr()

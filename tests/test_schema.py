@@ -56,7 +56,9 @@ SPEC: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
     },
     "ml_management_matchingengineindex": {
         "id": (
-            "integer", None, False,
+            "integer",
+            None,
+            False,
             "nextval('ml_management_matchingengineindex_id_seq'::regclass)",
         ),
         "index_name": (V, 255, False, None),
@@ -79,7 +81,10 @@ SPEC: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
     "cells_featureinfo": {
         "id": ("integer", None, True, None),
         "cas_feature_index": (
-            "integer", None, False, "nextval('cells_featureinfo_cas_feature_index_seq'::regclass)"
+            "integer",
+            None,
+            False,
+            "nextval('cells_featureinfo_cas_feature_index_seq'::regclass)",
         ),
         "original_feature_id": (V, 255, False, None),
         "feature_name": (V, 255, False, None),
@@ -91,7 +96,10 @@ SPEC: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
     },
     "cells_cellinfo": {
         "cas_cell_index": (
-            "integer", None, False, "nextval('cells_cellinfo_cas_cell_index_seq'::regclass)"
+            "integer",
+            None,
+            False,
+            "nextval('cells_cellinfo_cas_cell_index_seq'::regclass)",
         ),
         "cas_ingest_id": (V, 255, False, None),
         "original_cell_id": (V, 255, True, None),
@@ -104,8 +112,13 @@ SPEC: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
         **{
             column: (V, 255, True, None)
             for name in (
-                "assay", "development_stage", "tissue", "disease", "organism",
-                "self_reported_ethnicity", "sex",
+                "assay",
+                "development_stage",
+                "tissue",
+                "disease",
+                "organism",
+                "self_reported_ethnicity",
+                "sex",
             )
             for column in (name, f"{name}_ontology_term_id")
         },
@@ -114,9 +127,19 @@ SPEC: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
 }
 
 INDEXED_CELL_COLUMNS = [
-    "cas_ingest_id", "is_primary_data", "cell_type", "assay", "development_stage", "tissue",
-    "disease", "organism", "self_reported_ethnicity", "sex", "suspension_type",
-    "total_mrna_umis", "cell_type_ontology_term_id",
+    "cas_ingest_id",
+    "is_primary_data",
+    "cell_type",
+    "assay",
+    "development_stage",
+    "tissue",
+    "disease",
+    "organism",
+    "self_reported_ethnicity",
+    "sex",
+    "suspension_type",
+    "total_mrna_umis",
+    "cell_type_ontology_term_id",
 ]
 
 # (table, columns) that must lead some index.
@@ -147,11 +170,13 @@ FOREIGN_KEYS = {
 
 
 def test_columns_match_the_spec(conn: Connection) -> None:
-    rows = conn.execute(text(
-        "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
-        "column_default FROM information_schema.columns WHERE table_schema = 'public' "
-        "AND table_name <> 'alembic_version'"
-    )).all()
+    rows = conn.execute(
+        text(
+            "SELECT table_name, column_name, data_type, character_maximum_length, is_nullable, "
+            "column_default FROM information_schema.columns WHERE table_schema = 'public' "
+            "AND table_name <> 'alembic_version'"
+        )
+    ).all()
     actual: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {}
     for table, column, type_, length, nullable, default in rows:
         actual.setdefault(table, {})[column] = (type_, length, nullable == "YES", default)
@@ -159,50 +184,64 @@ def test_columns_match_the_spec(conn: Connection) -> None:
 
 
 def test_primary_keys(conn: Connection) -> None:
-    rows = conn.execute(text(
-        "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc "
-        "JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name) "
-        "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = 'public' "
-        "AND tc.table_name <> 'alembic_version'"
-    )).all()
+    rows = conn.execute(
+        text(
+            "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu USING "
+            "(constraint_schema, constraint_name) "
+            "WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_schema = 'public' "
+            "AND tc.table_name <> 'alembic_version'"
+        )
+    ).all()
     assert dict(rows) == {
-        "users_user": "id", "users_useractivity": "id", "users_userkey": "id",
-        "ml_management_model": "id", "ml_management_matchingengineindex": "id",
-        "cells_ingestinfo": "cas_ingest_id", "cells_featureinfo": "cas_feature_index",
+        "users_user": "id",
+        "users_useractivity": "id",
+        "users_userkey": "id",
+        "ml_management_model": "id",
+        "ml_management_matchingengineindex": "id",
+        "cells_ingestinfo": "cas_ingest_id",
+        "cells_featureinfo": "cas_feature_index",
         "cells_cellinfo": "cas_cell_index",
     }
 
 
 def test_unique_constraints(conn: Connection) -> None:
-    rows = conn.execute(text(
-        "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc "
-        "JOIN information_schema.key_column_usage kcu USING (constraint_schema, constraint_name) "
-        "WHERE tc.constraint_type = 'UNIQUE' AND tc.table_schema = 'public'"
-    )).all()
+    rows = conn.execute(
+        text(
+            "SELECT tc.table_name, kcu.column_name FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu USING "
+            "(constraint_schema, constraint_name) "
+            "WHERE tc.constraint_type = 'UNIQUE' AND tc.table_schema = 'public'"
+        )
+    ).all()
     assert set(map(tuple, rows)) == UNIQUE
 
 
 def test_foreign_keys_cascade(conn: Connection) -> None:
-    rows = conn.execute(text(
-        "SELECT src.relname, a.attname, dst.relname, b.attname, con.confdeltype "
-        "FROM pg_constraint con JOIN pg_class src ON src.oid = con.conrelid "
-        "JOIN pg_class dst ON dst.oid = con.confrelid "
-        "JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1] "
-        "JOIN pg_attribute b ON b.attrelid = con.confrelid AND b.attnum = con.confkey[1] "
-        "WHERE con.contype = 'f' AND src.relnamespace = 'public'::regnamespace"
-    )).all()
+    rows = conn.execute(
+        text(
+            "SELECT src.relname, a.attname, dst.relname, b.attname, con.confdeltype "
+            "FROM pg_constraint con JOIN pg_class src ON src.oid = con.conrelid "
+            "JOIN pg_class dst ON dst.oid = con.confrelid "
+            "JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1] "
+            "JOIN pg_attribute b ON b.attrelid = con.confrelid AND b.attnum = con.confkey[1] "
+            "WHERE con.contype = 'f' AND src.relnamespace = 'public'::regnamespace"
+        )
+    ).all()
     assert {row[:4] for row in rows} == FOREIGN_KEYS
     assert {row[4] for row in rows} == {"c"}
 
 
 def test_indexes(conn: Connection) -> None:
-    rows = conn.execute(text(
-        "SELECT t.relname, array_agg(a.attname ORDER BY k.ord) "
-        "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
-        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
-        "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
-        "WHERE t.relnamespace = 'public'::regnamespace GROUP BY i.indexrelid, t.relname"
-    )).all()
+    rows = conn.execute(
+        text(
+            "SELECT t.relname, array_agg(a.attname ORDER BY k.ord) "
+            "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+            "WHERE t.relnamespace = 'public'::regnamespace GROUP BY i.indexrelid, t.relname"
+        )
+    ).all()
     present = {(table, tuple(columns)) for table, columns in rows}
     for table, columns in INDEXED:
         assert (table, columns) in present, (table, columns)
@@ -210,14 +249,18 @@ def test_indexes(conn: Connection) -> None:
 
 
 def test_enum_and_single_default_model_index(conn: Connection) -> None:
-    labels = conn.execute(text(
-        "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
-        "WHERE enumtypid = 'useractivityevent'::regtype"
-    )).scalar_one()
+    labels = conn.execute(
+        text(
+            "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
+            "WHERE enumtypid = 'useractivityevent'::regtype"
+        )
+    ).scalar_one()
     assert labels == ["SUCCEEDED", "FAILED", "STARTED"]
-    definition = conn.execute(text(
-        "SELECT indexdef FROM pg_indexes "
-        "WHERE indexname = 'uq_ml_management_model_is_default_model'"
-    )).scalar_one()
+    definition = conn.execute(
+        text(
+            "SELECT indexdef FROM pg_indexes "
+            "WHERE indexname = 'uq_ml_management_model_is_default_model'"
+        )
+    ).scalar_one()
     assert definition.startswith("CREATE UNIQUE INDEX")
     assert "WHERE is_default_model" in definition

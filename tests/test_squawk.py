@@ -53,9 +53,19 @@ def test_squawk_finds_no_locking_hazard_in_the_casdb_revisions(tmp_path: Path) -
     script = tmp_path / "casdb_revisions.sql"
     script.write_text(buffer.getvalue())
     result = subprocess.run(  # noqa: S603 - the linter on our own file
-        [_squawk(), "--pg-version", "14", "--reporter", "json",
-         "--exclude", ",".join(EXCLUDED), str(script)],
-        capture_output=True, text=True, check=False,
+        [
+            _squawk(),
+            "--pg-version",
+            "14",
+            "--reporter",
+            "json",
+            "--exclude",
+            ",".join(EXCLUDED),
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     findings = json.loads(result.stdout or "[]")
     assert [(f.get("rule_name"), f.get("line")) for f in findings] == [], result.stdout[:2000]

@@ -197,11 +197,13 @@ def test_a_user_without_createdb_gets_a_clear_error(server_url: URL) -> None:
         with engine.connect() as admin:
             try:
                 admin.exec_driver_sql(
-                    "CREATE ROLE casdb_kit_nocreatedb LOGIN NOCREATEDB PASSWORD 'kit-pw'")
+                    "CREATE ROLE casdb_kit_nocreatedb LOGIN NOCREATEDB PASSWORD 'kit-pw'"
+                )
             except sqlalchemy.exc.DBAPIError:
                 pytest.skip("the test server's user cannot create roles")
         limited = TemporaryDatabases(
-            server_url.set(username="casdb_kit_nocreatedb", password="kit-pw"))
+            server_url.set(username="casdb_kit_nocreatedb", password="kit-pw")
+        )
         with pytest.raises(ConfigurationError, match="CREATEDB"):
             limited.create()
     finally:
@@ -215,8 +217,12 @@ def test_the_environment_url_is_checked_and_never_shows_its_password() -> None:
     assert url_from_environment({"CASDB_TEST_DATABASE_URL": " "}) is None
     url = url_from_environment({"CASDB_TEST_DATABASE_URL": "postgresql://u:s3cr%40t@db:6543/x"})
     assert url is not None
-    assert (url.drivername, url.password, url.host, url.port) == ("postgresql+pg8000", "s3cr@t",
-                                                                   "db", 6543)
+    assert (url.drivername, url.password, url.host, url.port) == (
+        "postgresql+pg8000",
+        "s3cr@t",
+        "db",
+        6543,
+    )
     for bad in ("not a url", "sqlite:///x.db", "mysql://u:s3cret@h/x"):
         with pytest.raises(ConfigurationError) as raised:
             url_from_environment({"CASDB_TEST_DATABASE_URL": bad})
@@ -224,8 +230,9 @@ def test_the_environment_url_is_checked_and_never_shows_its_password() -> None:
 
 
 def test_an_unreachable_server_is_a_configuration_error_without_the_password() -> None:
-    unreachable = URL.create("postgresql+pg8000", username="u", password="s3cret",
-                             host="127.0.0.1", port=1, database="x")
+    unreachable = URL.create(
+        "postgresql+pg8000", username="u", password="s3cret", host="127.0.0.1", port=1, database="x"
+    )
     with pytest.raises(ConfigurationError) as raised:
         TemporaryDatabases(unreachable).create()
     assert "s3cret" not in str(raised.value) and "127.0.0.1" in str(raised.value)
@@ -273,8 +280,9 @@ def test_ingest_factory_makes_cells_and_features(conn: RollbackConnection) -> No
     assert [cell.values["tissue"] for cell in found] == [None] * 5
 
 
-def test_factory_fixture_binds_the_factories(casdb_factory: Factory,
-                                             casdb_connection: RollbackConnection) -> None:
+def test_factory_fixture_binds_the_factories(
+    casdb_factory: Factory, casdb_connection: RollbackConnection
+) -> None:
     assert casdb_factory.connection is casdb_connection
     user = casdb_factory.user()
     key = casdb_factory.key(user_id=user.id)

@@ -17,7 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "casdb.testing.plugin"
 
 
-
 def readme_examples() -> dict[str, str]:
     """The test files of the README's "Testing your service with casdb", by file name."""
     readme = (ROOT / "README.md").read_text()
@@ -52,19 +51,33 @@ def run_user_project(
 ) -> subprocess.CompletedProcess[str]:
     for name, code in EXAMPLES.items():
         (project / name).write_text(code)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "CASDB_", "DB_", "SQLALCHEMY_"))}
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT)] + ([str(extra_path)] if extra_path else [])
-    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "CASDB_", "DB_", "SQLALCHEMY_"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([str(extra_path)] if extra_path else []))
     if database_url is not None:
         env["CASDB_TEST_DATABASE_URL"] = database_url
     return subprocess.run(
         # Its own --basetemp: a pytest starting under /tmp/pytest-of-<user> takes o+x off that
         # directory, which servers running as another user (as root: casdb-postgres) need.
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-         f"--basetemp={project / '.basetemp'}", *args],
-        cwd=project, env=env, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            f"--basetemp={project / '.basetemp'}",
+            *args,
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
 
 
@@ -116,7 +129,7 @@ def test_the_fixtures_are_documented_in_pytest_fixtures(tmp_path: Path) -> None:
 
 
 def test_the_plugin_and_the_kit_import_without_hypothesis() -> None:
-    script = textwrap.dedent('''
+    script = textwrap.dedent("""
         import sys
         sys.modules["hypothesis"] = None  # import hypothesis now raises ImportError
         import casdb.testing, casdb.testing.plugin
@@ -124,10 +137,16 @@ def test_the_plugin_and_the_kit_import_without_hypothesis() -> None:
             import casdb.testing.strategies
         except ImportError:
             print("strategies need hypothesis")
-    ''')
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=False,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "strategies need hypothesis"
 

@@ -98,16 +98,19 @@ def test_keys_and_activity_round_trip(engine: Engine, data: st.DataObject) -> No
         assert_fits(users_userkey, key)
         assert_fits(users_useractivity, event)
         stored = keys.create_user_key(conn, **key)
-        assert keys.get_key_for_authentication(conn, key_locator=stored.key_locator).key_hash == (
-            key["key_hash"])
+        assert (
+            keys.get_key_for_authentication(conn, key_locator=stored.key_locator).key_hash
+            == (key["key_hash"])
+        )
         logged = activity.log_user_activity(conn, **event)
         assert activity.list_user_activity(conn, user_id=user.id) == [logged]
         assert (logged.model_name, logged.cell_count) == (event["model_name"], event["cell_count"])
 
 
 @given(model=cs.models(), data=st.data())
-def test_models_and_indexes_round_trip(engine: Engine, model: dict[str, Any],
-                                       data: st.DataObject) -> None:
+def test_models_and_indexes_round_trip(
+    engine: Engine, model: dict[str, Any], data: st.DataObject
+) -> None:
     assert_fits(ml_management_model, model)
     with rolled_back(engine) as conn:
         created = ml_models.create_model(conn, **model)
@@ -119,22 +122,35 @@ def test_models_and_indexes_round_trip(engine: Engine, model: dict[str, Any],
 
 
 @given(ingest=cs.ingests(), data=st.data())
-def test_ingests_features_and_cells_round_trip(engine: Engine, ingest: dict[str, Any],
-                                               data: st.DataObject) -> None:
+def test_ingests_features_and_cells_round_trip(
+    engine: Engine, ingest: dict[str, Any], data: st.DataObject
+) -> None:
     assert_fits(cells_ingestinfo, ingest)
     ingest_id = ingest["cas_ingest_id"]
     batch = data.draw(cs.cell_batches(ingest_id, max_size=8))
-    rows = data.draw(st.lists(cs.cell_rows(ingest_id), max_size=4,
-                              unique_by=lambda row: row["cas_cell_index"]).filter(
-        lambda found: not {row["cas_cell_index"] for row in found}
-        & {cell.cas_cell_index for cell in batch}))
-    features = data.draw(st.lists(cs.features(ingest_id) | cs.feature_rows(ingest_id),
-                                  max_size=4, unique_by=_feature_index))
+    rows = data.draw(
+        st.lists(
+            cs.cell_rows(ingest_id), max_size=4, unique_by=lambda row: row["cas_cell_index"]
+        ).filter(
+            lambda found: (
+                not {row["cas_cell_index"] for row in found}
+                & {cell.cas_cell_index for cell in batch}
+            )
+        )
+    )
+    features = data.draw(
+        st.lists(
+            cs.features(ingest_id) | cs.feature_rows(ingest_id),
+            max_size=4,
+            unique_by=_feature_index,
+        )
+    )
     for row in [attrs.asdict(cell) for cell in batch] + rows:
         assert_fits(cells_cellinfo, row)
     for feature in features:
-        assert_fits(cells_featureinfo, feature if isinstance(feature, dict)
-                    else attrs.asdict(feature))
+        assert_fits(
+            cells_featureinfo, feature if isinstance(feature, dict) else attrs.asdict(feature)
+        )
     with rolled_back(engine) as conn:
         created = cells.create_ingest(conn, **ingest)
         assert cells.get_ingest(conn, cas_ingest_id=ingest_id) == created
@@ -147,18 +163,28 @@ def test_ingests_features_and_cells_round_trip(engine: Engine, ingest: dict[str,
 
 
 def _feature_index(feature: Any) -> int:
-    return int(feature["cas_feature_index"] if isinstance(feature, dict)
-               else feature.cas_feature_index)
+    return int(
+        feature["cas_feature_index"] if isinstance(feature, dict) else feature.cas_feature_index
+    )
 
 
 # -- records: what casdb returns -------------------------------------------------------------
 
 
-@given(user=cs.user_records(), key=cs.key_records(), event=cs.activity_records(),
-       model=cs.model_records(), ingest=cs.ingest_records())
-def test_records_fit_their_tables(user: users.User, key: keys.UserKey,
-                                  event: activity.UserActivity, model: ml_models.MLModel,
-                                  ingest: cells.Ingest) -> None:
+@given(
+    user=cs.user_records(),
+    key=cs.key_records(),
+    event=cs.activity_records(),
+    model=cs.model_records(),
+    ingest=cs.ingest_records(),
+)
+def test_records_fit_their_tables(
+    user: users.User,
+    key: keys.UserKey,
+    event: activity.UserActivity,
+    model: ml_models.MLModel,
+    ingest: cells.Ingest,
+) -> None:
     assert_fits(users_user, attrs.asdict(user))
     assert_fits(users_userkey, attrs.asdict(key))
     assert_fits(users_useractivity, attrs.asdict(event, recurse=False))
@@ -189,8 +215,12 @@ REFUSED: list[tuple[Callable[..., Any], Valid, str, st.SearchStrategy[Any]]] = [
     (activity.log_user_activity, cs.activities, "method", cs.refused_text(allow_empty=True)),
     (activity.log_user_activity, cs.activities, "cell_count", cs.refused_ints(0)),
     (activity.log_user_activity, cs.activities, "finished_time", cs.refused_times),
-    (ml_models.create_model, lambda _: cs.models(), "description",
-     cs.refused_text(511, allow_empty=True)),
+    (
+        ml_models.create_model,
+        lambda _: cs.models(),
+        "description",
+        cs.refused_text(511, allow_empty=True),
+    ),
     (ml_models.create_model, lambda _: cs.models(), "embedding_dimension", cs.refused_ints(1)),
     (ml_models.create_matching_engine_index, cs.indexes, "num_neighbors", cs.refused_ints(1)),
     (ml_models.create_matching_engine_index, cs.indexes, "deployed_index_id", cs.refused_text()),
@@ -199,17 +229,24 @@ REFUSED: list[tuple[Callable[..., Any], Valid, str, st.SearchStrategy[Any]]] = [
 ]
 
 
-@pytest.mark.parametrize(("operation", "valid", "argument", "refused"), REFUSED,
-                         ids=[f"{op.__name__}-{arg}" for op, _, arg, _ in REFUSED])
+@pytest.mark.parametrize(
+    ("operation", "valid", "argument", "refused"),
+    REFUSED,
+    ids=[f"{op.__name__}-{arg}" for op, _, arg, _ in REFUSED],
+)
 def test_refused_values_are_refused_before_any_sql(
-    engine: Engine, operation: Callable[..., Any], valid: Valid, argument: str,
+    engine: Engine,
+    operation: Callable[..., Any],
+    valid: Valid,
+    argument: str,
     refused: st.SearchStrategy[Any],
 ) -> None:
     with rolled_back(engine) as conn:
         parent = users.create_user(conn, email="p@cas.org", username="P").id
         if operation is ml_models.create_matching_engine_index:
-            parent = ml_models.create_model(conn, model_name="m", model_file_path="f",
-                                            embedding_dimension=2).id
+            parent = ml_models.create_model(
+                conn, model_name="m", model_file_path="f", embedding_dimension=2
+            ).id
 
         @given(kwargs=valid(parent), bad=refused)
         def check(kwargs: dict[str, Any], bad: Any) -> None:
@@ -220,21 +257,25 @@ def test_refused_values_are_refused_before_any_sql(
         check()
 
 
-@pytest.mark.parametrize(("field", "refused"), [
-    ("cell_type", cs.refused_text(255, allow_empty=True)),
-    ("donor_id", cs.refused_text(255, allow_empty=True)),
-    ("total_mrna_umis", cs.refused_ints()),
-    ("is_primary_data", cs.hostile.filter(lambda value: not isinstance(value, bool | None))),
-    ("obs_metadata_extra", cs.refused_json),
-])
+@pytest.mark.parametrize(
+    ("field", "refused"),
+    [
+        ("cell_type", cs.refused_text(255, allow_empty=True)),
+        ("donor_id", cs.refused_text(255, allow_empty=True)),
+        ("total_mrna_umis", cs.refused_ints()),
+        ("is_primary_data", cs.hostile.filter(lambda value: not isinstance(value, bool | None))),
+        ("obs_metadata_extra", cs.refused_json),
+    ],
+)
 def test_refused_cell_values_are_refused_and_nothing_stays(
     engine: Engine, field: str, refused: st.SearchStrategy[Any]
 ) -> None:
     with rolled_back(engine) as conn:
         cells.create_ingest(conn, cas_ingest_id="ing", dataset_id="d")
 
-        @given(batch=cs.cell_batches("ing", min_size=1, max_size=5), bad=refused,
-               at=st.integers(0, 4))
+        @given(
+            batch=cs.cell_batches("ing", min_size=1, max_size=5), bad=refused, at=st.integers(0, 4)
+        )
         def check(batch: list[cells.Cell], bad: Any, at: int) -> None:
             at %= len(batch)
             batch[at] = attrs.evolve(batch[at], **{field: bad})

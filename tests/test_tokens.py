@@ -36,7 +36,8 @@ def test_token_format_and_stored_hash(conn: Connection, caplog: pytest.LogCaptur
     expires = issued.key.expires - issued.key.created_date
     assert dt.timedelta(days=179, hours=23) < expires <= dt.timedelta(days=180, minutes=1)
     assert keys.authenticate_token(conn, token=issued.token) == users.get_user(
-        conn, user_id=user.id)
+        conn, user_id=user.id
+    )
 
 
 def test_authenticate_checks_flags_and_expiry_before_the_hash(conn: Connection) -> None:
@@ -66,11 +67,18 @@ def test_authenticate_checks_flags_and_expiry_before_the_hash(conn: Connection) 
         return raised.value.reason
 
     assert reason(issued.token, now=NOW + dt.timedelta(days=2), hasher=Refusing()) == (
-        "expired_key")
+        "expired_key"
+    )
     assert reason(f"{locator}.{uuid.uuid4()}") == "wrong_secret"
     assert reason(f"{uuid.uuid4()}.{secret}", hasher=Refusing()) == "unknown_key"
-    for malformed in ("", "abc", locator, f"{locator}.{secret}.x", f"{locator.upper()}.{secret}",
-                      f"{locator}:{secret}"):
+    for malformed in (
+        "",
+        "abc",
+        locator,
+        f"{locator}.{secret}.x",
+        f"{locator.upper()}.{secret}",
+        f"{locator}:{secret}",
+    ):
         assert reason(malformed, hasher=Refusing()) == "malformed"
     users.set_user_active(conn, user_id=user.id, active=False)
     assert reason(issued.token, hasher=Refusing()) == "inactive_user"

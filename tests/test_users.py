@@ -16,25 +16,55 @@ from tests.conftest import rolled_back
 from tests.strategies import aware_times, counts, emails, nonempty255, statements_sent
 
 
-@given(email=emails, username=nonempty255, cell_quota=counts,
-       lifetime=st.none() | counts, flags=st.tuples(*[st.booleans()] * 4),
-       created=aware_times, processed=st.tuples(counts, counts))
-def test_create_and_read_back(engine: Engine, email: str, username: str, cell_quota: int,
-                              lifetime: int | None, flags: tuple[bool, bool, bool, bool],
-                              created: dt.datetime, processed: tuple[int, int]) -> None:
+@given(
+    email=emails,
+    username=nonempty255,
+    cell_quota=counts,
+    lifetime=st.none() | counts,
+    flags=st.tuples(*[st.booleans()] * 4),
+    created=aware_times,
+    processed=st.tuples(counts, counts),
+)
+def test_create_and_read_back(
+    engine: Engine,
+    email: str,
+    username: str,
+    cell_quota: int,
+    lifetime: int | None,
+    flags: tuple[bool, bool, bool, bool],
+    created: dt.datetime,
+    processed: tuple[int, int],
+) -> None:
     active, is_admin, increased, feedback = flags
     with rolled_back(engine) as conn:
         user = users.create_user(
-            conn, email=email, username=username, cell_quota=cell_quota,
-            lifetime_cell_quota=lifetime, active=active, is_admin=is_admin,
-            quota_increased=increased, ask_for_feedback=feedback, created_at=created,
-            requests_processed=processed[0], cells_processed=processed[1])
-        expected = users.User(id=user.id, email=email, username=username, active=active,
-                              requests_processed=processed[0], cells_processed=processed[1],
-                              is_admin=is_admin, cell_quota=cell_quota,
-                              lifetime_cell_quota=lifetime, quota_increased=increased,
-                              created_at=created.replace(microsecond=created.microsecond),
-                              ask_for_feedback=feedback)
+            conn,
+            email=email,
+            username=username,
+            cell_quota=cell_quota,
+            lifetime_cell_quota=lifetime,
+            active=active,
+            is_admin=is_admin,
+            quota_increased=increased,
+            ask_for_feedback=feedback,
+            created_at=created,
+            requests_processed=processed[0],
+            cells_processed=processed[1],
+        )
+        expected = users.User(
+            id=user.id,
+            email=email,
+            username=username,
+            active=active,
+            requests_processed=processed[0],
+            cells_processed=processed[1],
+            is_admin=is_admin,
+            cell_quota=cell_quota,
+            lifetime_cell_quota=lifetime,
+            quota_increased=increased,
+            created_at=created.replace(microsecond=created.microsecond),
+            ask_for_feedback=feedback,
+        )
         assert user == expected
         assert users.get_user(conn, user_id=user.id) == expected
         assert users.get_user_by_email(conn, email=email) == expected
@@ -45,9 +75,16 @@ def test_create_and_read_back(engine: Engine, email: str, username: str, cell_qu
 def test_defaults_of_a_new_user(conn: Connection) -> None:
     before = dt.datetime.now(dt.UTC)
     user = users.create_user(conn, email="new@cas.org", username="New")
-    assert (user.active, user.is_admin, user.cell_quota, user.lifetime_cell_quota,
-            user.quota_increased, user.ask_for_feedback, user.requests_processed,
-            user.cells_processed) == (True, False, 100000, 50000, False, True, 0, 0)
+    assert (
+        user.active,
+        user.is_admin,
+        user.cell_quota,
+        user.lifetime_cell_quota,
+        user.quota_increased,
+        user.ask_for_feedback,
+        user.requests_processed,
+        user.cells_processed,
+    ) == (True, False, 100000, 50000, False, True, 0, 0)
     assert abs(user.created_at - before) < dt.timedelta(minutes=1)
 
 
@@ -60,11 +97,11 @@ def test_flags(conn: Connection) -> None:
 
 
 @given(current=st.none() | counts, new=st.none() | counts, second=st.none() | counts)
-def test_increase_lifetime_quota(engine: Engine, current: int | None, new: int | None,
-                                 second: int | None) -> None:
+def test_increase_lifetime_quota(
+    engine: Engine, current: int | None, new: int | None, second: int | None
+) -> None:
     with rolled_back(engine) as conn:
-        user = users.create_user(conn, email="q@cas.org", username="Q",
-                                 lifetime_cell_quota=current)
+        user = users.create_user(conn, email="q@cas.org", username="Q", lifetime_cell_quota=current)
         raised = users.increase_lifetime_quota(conn, user_id=user.id, new_quota=new)
         expected = None if current is None or new is None else max(current, new)
         assert raised.lifetime_cell_quota == expected
@@ -73,22 +110,40 @@ def test_increase_lifetime_quota(engine: Engine, current: int | None, new: int |
         assert again == raised  # a second call is a no-op
 
 
-@given(legacy=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
-       rows=st.lists(st.tuples(st.sampled_from(UserActivityEvent), st.integers(0, 10**6)),
-                     max_size=15))
-def test_usage_totals(engine: Engine, legacy: tuple[int, int],
-                      rows: list[tuple[UserActivityEvent, int]]) -> None:
+@given(
+    legacy=st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
+    rows=st.lists(
+        st.tuples(st.sampled_from(UserActivityEvent), st.integers(0, 10**6)), max_size=15
+    ),
+)
+def test_usage_totals(
+    engine: Engine, legacy: tuple[int, int], rows: list[tuple[UserActivityEvent, int]]
+) -> None:
     with rolled_back(engine) as conn:
-        user = users.create_user(conn, email="u@cas.org", username="U",
-                                 requests_processed=legacy[0], cells_processed=legacy[1])
+        user = users.create_user(
+            conn,
+            email="u@cas.org",
+            username="U",
+            requests_processed=legacy[0],
+            cells_processed=legacy[1],
+        )
         for n, (event, cells) in enumerate(rows):
-            activity.log_user_activity(conn, user_id=user.id, model_name="m", method="annotate",
-                                       cell_count=cells, event=event, request_id=f"r{n % 4}")
+            activity.log_user_activity(
+                conn,
+                user_id=user.id,
+                model_name="m",
+                method="annotate",
+                cell_count=cells,
+                event=event,
+                request_id=f"r{n % 4}",
+            )
         usage = users.get_user_usage(conn, user_id=user.id)
         succeeded = [cells for event, cells in rows if event is UserActivityEvent.SUCCEEDED]
-        assert usage == users.UserUsage(user_id=user.id,
-                                        total_cells_processed=legacy[1] + sum(succeeded),
-                                        total_requests_processed=legacy[0] + len(succeeded))
+        assert usage == users.UserUsage(
+            user_id=user.id,
+            total_cells_processed=legacy[1] + sum(succeeded),
+            total_requests_processed=legacy[0] + len(succeeded),
+        )
 
 
 def test_duplicate_email_is_already_exists_and_changes_nothing(conn: Connection) -> None:
@@ -109,8 +164,11 @@ def test_unknown_ids_and_emails(conn: Connection) -> None:
         users.get_user_by_email(conn, email="nobody@cas.org")
     for call in (users.set_user_active, users.set_admin):
         with pytest.raises(NotFound):
-            call(conn, user_id=123456, **{"active" if call is users.set_user_active
-                                          else "is_admin": True})
+            call(
+                conn,
+                user_id=123456,
+                **{"active" if call is users.set_user_active else "is_admin": True},
+            )
     with pytest.raises(NotFound):
         users.opt_out_of_feedback(conn, user_id=123456)
     with pytest.raises(NotFound):

@@ -188,14 +188,18 @@ class CasdbGroup(click.Group):
     epilog=exit_codes_epilog(),
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--url", metavar="URL", default=None,
-              help="database URL, e.g. postgresql://user:password@host:5432/cas "
-              "(overrides SQLALCHEMY_DATABASE_URI and DB_*; also accepted after a command)")
+@click.option(
+    "--url",
+    metavar="URL",
+    default=None,
+    help="database URL, e.g. postgresql://user:password@host:5432/cas "
+    "(overrides SQLALCHEMY_DATABASE_URI and DB_*; also accepted after a command)",
+)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, hidden=True)
-@click.option("--traceback", is_flag=True, help="show the full traceback of a failure "
-              "(anywhere on the line)")
-@click.version_option(version(), "--version", prog_name="casdb",
-                      message="%(prog)s %(version)s")
+@click.option(
+    "--traceback", is_flag=True, help="show the full traceback of a failure (anywhere on the line)"
+)
+@click.version_option(version(), "--version", prog_name="casdb", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, data_dir: Path | None, traceback: bool) -> None:
     """casdb: the database layer of the Cell Annotation Service.

@@ -95,9 +95,14 @@ class IngestBar:
             yield self
             return
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-            _RowsColumn(), _BytesColumn(), TimeRemainingColumn(),
-            console=Console(file=sys.stderr), transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            _RowsColumn(),
+            _BytesColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=sys.stderr),
+            transient=False,
         )
         with self._progress:
             yield self
@@ -119,11 +124,16 @@ class IngestBar:
         if task is None:
             task = self._progress.add_task(update.table, total=total)
             self._tasks[update.table] = task
-        self._progress.update(task, completed=done, total=total, rows=update.rows,
-                              bytes_read=update.bytes_read, total_bytes=update.total_bytes)
+        self._progress.update(
+            task,
+            completed=done,
+            total=total,
+            rows=update.rows,
+            bytes_read=update.bytes_read,
+            total_bytes=update.total_bytes,
+        )
 
-    def _line(self, update: IngestProgress, done: int, total: int | None,
-              by_bytes: bool) -> None:
+    def _line(self, update: IngestProgress, done: int, total: int | None, by_bytes: bool) -> None:
         now = time.monotonic()
         started = self._started.setdefault(update.table, now)
         finished = total is not None and done >= total
@@ -134,8 +144,12 @@ class IngestBar:
         share = f"{100 * done / total:5.1f}%" if total else "  ?  %"
         eta = (total - done) / (done / elapsed) if total and done else None
         size = f", {_size(update.bytes_read)} of {_size(total or 0)}" if by_bytes else ""
-        print(f"casdb: {update.table} {share}, {update.rows:,} rows{size}, "
-              f"{update.rows / elapsed:,.0f} rows/s, {_eta(eta)}", file=sys.stderr, flush=True)
+        print(
+            f"casdb: {update.table} {share}, {update.rows:,} rows{size}, "
+            f"{update.rows / elapsed:,.0f} rows/s, {_eta(eta)}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class _MigrationSteps(logging.Handler):
@@ -174,8 +188,12 @@ class MigrationBar:
         try:
             if self.terminal:
                 self._progress = Progress(
-                    TextColumn("[bold]migrations"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.description}"),
+                    TextColumn("[bold]migrations"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    TextColumn("{task.description}"),
                     console=Console(file=sys.stderr),
                 )
                 with self._progress:

@@ -44,25 +44,35 @@ def _store(name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 def database_options(function: F) -> F:
     """--url (and the hidden --data-dir of tests) after the command name, too."""
     function = click.option(
-        "--url", metavar="URL", expose_value=False, callback=_store("url"),
+        "--url",
+        metavar="URL",
+        expose_value=False,
+        callback=_store("url"),
         help="database URL (overrides SQLALCHEMY_DATABASE_URI and DB_*)",
     )(function)
     return click.option(
-        "--data-dir", type=click.Path(path_type=Path), expose_value=False,
-        callback=_store("data_dir"), hidden=True,
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        expose_value=False,
+        callback=_store("data_dir"),
+        hidden=True,
     )(function)
 
 
 def local_options(function: F) -> F:
     return click.option(
-        "--data-dir", type=click.Path(path_type=Path), expose_value=False,
-        callback=_store("data_dir"), hidden=True,
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        expose_value=False,
+        callback=_store("data_dir"),
+        hidden=True,
     )(function)
 
 
 def json_option(function: F) -> F:
-    return click.option("--json", "as_json", is_flag=True,
-                        help="print JSON (for scripts) instead of text")(function)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="print JSON (for scripts) instead of text"
+    )(function)
 
 
 def command_options(function: F) -> F:
@@ -89,8 +99,11 @@ def resolve_config(state: State) -> DatabaseConfig:
     if state.data_dir is not None:
         server = LocalServer(state.data_dir)
         url = server.start()
-        log.info("nothing configured: using the local PostgreSQL at %s (data in %s)",
-                 url.render_as_string(hide_password=True), server.data_dir)
+        log.info(
+            "nothing configured: using the local PostgreSQL at %s (data in %s)",
+            url.render_as_string(hide_password=True),
+            server.data_dir,
+        )
         return DatabaseConfig(url=url, mode="local")
     return casdb.engine.local_default_config()
 
@@ -164,8 +177,11 @@ def note(line: str) -> None:
 def jsonable(value: Any) -> Any:
     """Records, times, UUIDs and enums as plain JSON values."""
     if attrs.has(type(value)):
-        return {field.name: jsonable(getattr(value, field.name))
-                for field in attrs.fields(type(value)) if field.repr is not False}
+        return {
+            field.name: jsonable(getattr(value, field.name))
+            for field in attrs.fields(type(value))
+            if field.repr is not False
+        }
     if isinstance(value, dict):
         return {str(key): jsonable(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

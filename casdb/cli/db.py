@@ -58,8 +58,7 @@ def _revisions_text(revisions: Sequence[str]) -> str:
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="no progress on stderr")
 
 
-def _migrate(state: State, command_name: str, revision: str, quiet: bool,
-             yes: bool = True) -> None:
+def _migrate(state: State, command_name: str, revision: str, quiet: bool, yes: bool = True) -> None:
     """Upgrade or downgrade with a progress bar; say where the database was and is."""
     downgrade = command_name == "downgrade"
     with database(state) as engine:
@@ -80,8 +79,10 @@ def _migrate(state: State, command_name: str, revision: str, quiet: bool,
     if before == after:
         out(f"{describe(engine)} is already at {_revisions_text(after)}: nothing to do")
     else:
-        out(f"{command_name}d {describe(engine)}: {_revisions_text(before)} -> "
-            f"{_revisions_text(after)}")
+        out(
+            f"{command_name}d {describe(engine)}: {_revisions_text(before)} -> "
+            f"{_revisions_text(after)}"
+        )
 
 
 @contextlib.contextmanager
@@ -98,8 +99,10 @@ def _resumable(command_name: str) -> Iterator[None]:
         ) from error
 
 
-@db.command(epilog=f"\b\nexamples:\n  casdb db upgrade\n  casdb db upgrade {BASELINE}\n"
-            "  casdb --url postgresql://u:p@host/cas db upgrade")
+@db.command(
+    epilog=f"\b\nexamples:\n  casdb db upgrade\n  casdb db upgrade {BASELINE}\n"
+    "  casdb --url postgresql://u:p@host/cas db upgrade"
+)
 @click.argument("revision", default="head", metavar="[REV]")
 @quiet_option
 @database_options
@@ -113,9 +116,11 @@ def upgrade(state: State, revision: str, quiet: bool) -> None:
     _migrate(state, "upgrade", revision, quiet)
 
 
-@db.command(context_settings={"ignore_unknown_options": True},  # REV may be -N
-            epilog=f"\b\nexamples:\n  casdb db downgrade -1\n  casdb db downgrade {BASELINE}\n"
-            "  casdb db downgrade base --yes")
+@db.command(
+    context_settings={"ignore_unknown_options": True},  # REV may be -N
+    epilog=f"\b\nexamples:\n  casdb db downgrade -1\n  casdb db downgrade {BASELINE}\n"
+    "  casdb db downgrade base --yes",
+)
 @click.argument("revision", metavar="REV")
 @click.option("--yes", is_flag=True, help="confirm a downgrade that drops the CAS tables")
 @quiet_option
@@ -138,12 +143,20 @@ def current(state: State, as_json: bool) -> None:
         revisions = migrate.current_revisions(conn)
     head = migrate.head_revision()
     if as_json:
-        emit_json({"database": describe(engine), "revisions": list(revisions), "head": head,
-                   "at_head": revisions == (head,)})
+        emit_json(
+            {
+                "database": describe(engine),
+                "revisions": list(revisions),
+                "head": head,
+                "at_head": revisions == (head,),
+            }
+        )
         return
     if not revisions:
-        out(f"{describe(engine)} has no revision: create the schema with `casdb db upgrade` "
-            "(or, for a live CAS database without alembic_version, `casdb db adopt`)")
+        out(
+            f"{describe(engine)} has no revision: create the schema with `casdb db upgrade` "
+            "(or, for a live CAS database without alembic_version, `casdb db adopt`)"
+        )
         return
     script = _script()
     for revision in revisions:
@@ -151,8 +164,12 @@ def current(state: State, as_json: bool) -> None:
 
 
 @db.command()
-@click.option("--current", "show_current", is_flag=True,
-              help="mark the revision the database is at (connects to it)")
+@click.option(
+    "--current",
+    "show_current",
+    is_flag=True,
+    help="mark the revision the database is at (connects to it)",
+)
 @command_options
 def history(state: State, show_current: bool, as_json: bool) -> None:
     """List casdb's migration chain, oldest first (no database needed without --current)."""
@@ -163,26 +180,34 @@ def history(state: State, show_current: bool, as_json: bool) -> None:
     script = _script()
     chain = list(reversed(list(script.walk_revisions())))
     if as_json:
-        emit_json([{
-            "revision": rev.revision,
-            "down_revision": rev.down_revision,
-            "doc": rev.doc,
-            "head": rev.is_head,
-            "baseline": rev.revision == BASELINE,
-            **({"current": rev.revision in current_revisions} if show_current else {}),
-        } for rev in chain])
+        emit_json(
+            [
+                {
+                    "revision": rev.revision,
+                    "down_revision": rev.down_revision,
+                    "doc": rev.doc,
+                    "head": rev.is_head,
+                    "baseline": rev.revision == BASELINE,
+                    **({"current": rev.revision in current_revisions} if show_current else {}),
+                }
+                for rev in chain
+            ]
+        )
         return
     for rev in chain:
         down = rev.down_revision
-        down_text = "<base>" if down is None else (
-            down if isinstance(down, str) else ", ".join(down))
+        down_text = (
+            "<base>" if down is None else (down if isinstance(down, str) else ", ".join(down))
+        )
         mark = "  <- current" if rev.revision in current_revisions else ""
         out(f"{down_text} -> {_label(script, rev.revision)}{mark}")
 
 
-@db.command(epilog=f"\b\nexamples:\n  casdb db sql                  # base:head, the whole schema\n"
-            f"  casdb db sql {BASELINE}:head   # adopt a live database\n"
-            f"  casdb db sql --downgrade head:{BASELINE}")
+@db.command(
+    epilog=f"\b\nexamples:\n  casdb db sql                  # base:head, the whole schema\n"
+    f"  casdb db sql {BASELINE}:head   # adopt a live database\n"
+    f"  casdb db sql --downgrade head:{BASELINE}"
+)
 @click.argument("revision_range", default=None, required=False, metavar="[RANGE]")
 @click.option("--downgrade", "down", is_flag=True, help="the SQL of a downgrade (FROM:TO)")
 def sql(revision_range: str | None, down: bool) -> None:
@@ -211,13 +236,22 @@ def check(state: State, as_json: bool) -> int:
         differences = migrate.describe_differences(migrate.schema_differences(conn))
     problems = []
     if revisions != (head,):
-        problems.append(f"the database is at {_revisions_text(revisions)}, not at head {head} "
-                        "(run `casdb db upgrade`)")
+        problems.append(
+            f"the database is at {_revisions_text(revisions)}, not at head {head} "
+            "(run `casdb db upgrade`)"
+        )
     problems += differences
     code = ExitCode.FAILURE if problems else ExitCode.OK
     if as_json:
-        emit_json({"ok": not problems, "database": describe(engine),
-                   "revisions": list(revisions), "head": head, "problems": problems})
+        emit_json(
+            {
+                "ok": not problems,
+                "database": describe(engine),
+                "revisions": list(revisions),
+                "head": head,
+                "problems": problems,
+            }
+        )
         return int(code)
     if not problems:
         out(f"ok: {describe(engine)} is at head {head} and matches casdb.tables")
@@ -226,14 +260,19 @@ def check(state: State, as_json: bool) -> int:
     for line in problems:
         out(f"  {line}")
     if differences and revisions == (head,):
-        out("fix: write a migration for the change to casdb.tables "
+        out(
+            "fix: write a migration for the change to casdb.tables "
             '(alembic -c alembic.ini revision --autogenerate -m "...") and run '
-            "`casdb db upgrade`, or undo the change")
+            "`casdb db upgrade`, or undo the change"
+        )
     return int(code)
 
 
-@db.command(name="adopt", epilog="exit codes: 0 adopted, 1 refused or failed (nothing "
-            "changed), 2 usage or configuration error")
+@db.command(
+    name="adopt",
+    epilog="exit codes: 0 adopted, 1 refused or failed (nothing "
+    "changed), 2 usage or configuration error",
+)
 @click.option("--dry-run", is_flag=True, help="do everything, then roll back: change nothing")
 @quiet_option
 @database_options
@@ -262,19 +301,25 @@ def adopt_command(state: State, dry_run: bool, quiet: bool) -> None:
                     out(f"  {difference}")
             raise
     if report.differences:
-        out(f"{target} matches the live CAS schema but for {len(report.differences)} "
-            "harmless difference(s):")
+        out(
+            f"{target} matches the live CAS schema but for {len(report.differences)} "
+            "harmless difference(s):"
+        )
         for difference in report.differences:
             out(f"  {difference}")
     else:
         out(f"{target} matches the live CAS schema ({BASELINE}) exactly")
     if report.stamped:
-        out(f"{'would stamp' if dry_run else 'stamped'} the baseline {BASELINE} "
-            "(alembic_version was missing)")
+        out(
+            f"{'would stamp' if dry_run else 'stamped'} the baseline {BASELINE} "
+            "(alembic_version was missing)"
+        )
     else:
         out(f"alembic_version holds the baseline {BASELINE}")
-    out(f"{'would upgrade' if dry_run else 'upgraded'} to head {report.revision_after}"
-        + (", in the same transaction" if dry_run else ", online (one short step at a time)"))
+    out(
+        f"{'would upgrade' if dry_run else 'upgraded'} to head {report.revision_after}"
+        + (", in the same transaction" if dry_run else ", online (one short step at a time)")
+    )
     kept = ", ".join(f"{table} {count}" for table, count in report.rows.items())
     out(f"{'would keep' if dry_run else 'kept'} every row: {kept}")
     if report.remaining:

@@ -27,11 +27,16 @@ def keys_group() -> None:
     """API keys: create (issues a token), list, deactivate."""
 
 
-@keys_group.command(epilog="\b\nexample:\n  casdb keys create --user ada@example.org "
-                    "--expires 2027-06-30")
+@keys_group.command(
+    epilog="\b\nexample:\n  casdb keys create --user ada@example.org --expires 2027-06-30"
+)
 @click.option("--user", "user", required=True, metavar="USER", help="email (or id) of the user")
-@click.option("--expires", type=WHEN, default=None,
-              help="expiry date or time, UTC unless given (default: in 180 days)")
+@click.option(
+    "--expires",
+    type=WHEN,
+    default=None,
+    help="expiry date or time, UTC unless given (default: in 180 days)",
+)
 @command_options
 def create(state: State, user: str, expires: dt.datetime | None, as_json: bool) -> None:
     """Issue an API token <key_locator>.<secret> and print it, once.
@@ -45,8 +50,10 @@ def create(state: State, user: str, expires: dt.datetime | None, as_json: bool) 
         emit_json({"token": issued.token, "key": issued.key, "email": owner.email})
         return
     out(issued.token)
-    note(f"issued key {issued.key.key_locator} for {owner.email}, expires "
-         f"{issued.key.expires:%Y-%m-%d %H:%M} UTC; the token above is shown only this once")
+    note(
+        f"issued key {issued.key.key_locator} for {owner.email}, expires "
+        f"{issued.key.expires:%Y-%m-%d %H:%M} UTC; the token above is shown only this once"
+    )
 
 
 @keys_group.command(name="list")
@@ -56,8 +63,12 @@ def list_(state: State, user: str, as_json: bool) -> None:
     """List a user's keys (never their hashes), ordered by id."""
     with connection(state) as (_, conn):
         found = keys.list_user_keys(conn, user_id=find_user(conn, user).id)
-    emit_table(found, as_json, ["id", "key locator", "active", "created", "expires"],
-               [(k.id, k.key_locator, k.active, k.created_date, k.expires) for k in found])
+    emit_table(
+        found,
+        as_json,
+        ["id", "key locator", "active", "created", "expires"],
+        [(k.id, k.key_locator, k.active, k.created_date, k.expires) for k in found],
+    )
 
 
 @keys_group.command()

@@ -23,8 +23,9 @@ def local() -> None:
 
 
 @local.command()
-@click.option("--replica", is_flag=True,
-              help="also start a streaming read replica (a hot standby) beside it")
+@click.option(
+    "--replica", is_flag=True, help="also start a streaming read replica (a hot standby) beside it"
+)
 @local_options
 @pass_state
 def start(state: State, replica: bool) -> None:
@@ -32,19 +33,27 @@ def start(state: State, replica: bool) -> None:
     server = local_server(state)
     was_running = server.running_port() is not None
     url = server.start()
-    out(f"local PostgreSQL {'already running' if was_running else 'started'} at "
-        f"{url.render_as_string()} (data in {server.data_dir})")
+    out(
+        f"local PostgreSQL {'already running' if was_running else 'started'} at "
+        f"{url.render_as_string()} (data in {server.data_dir})"
+    )
     if replica:
         standby = standby_of(server)
         standby_was_running = standby.running_port() is not None
         reader = standby.start()
-        out(f"its read replica {'already running' if standby_was_running else 'started'} at "
-            f"{reader.render_as_string()} (data in {standby.data_dir})")
-        out('for a service: eval "$(casdb local url --export)"; '
-            'eval "$(casdb local url --reader --export)"')
+        out(
+            f"its read replica {'already running' if standby_was_running else 'started'} at "
+            f"{reader.render_as_string()} (data in {standby.data_dir})"
+        )
+        out(
+            'for a service: eval "$(casdb local url --export)"; '
+            'eval "$(casdb local url --reader --export)"'
+        )
     else:
-        out('casdb uses it when no DB_* variable is set; for other tools: '
-            'eval "$(casdb local url --export)"')
+        out(
+            "casdb uses it when no DB_* variable is set; for other tools: "
+            'eval "$(casdb local url --export)"'
+        )
 
 
 @local.command()
@@ -74,8 +83,9 @@ def status(state: State, as_json: bool) -> int:
     standby = standby_of(server)
     reader = standby.url().render_as_string() if standby.running_port() is not None else None
     if as_json:
-        emit_json({"running": running, "url": url, "data_dir": server.data_dir,
-                   "reader_url": reader})
+        emit_json(
+            {"running": running, "url": url, "data_dir": server.data_dir, "reader_url": reader}
+        )
     elif running:
         out(f"running at {url} (data in {server.data_dir})")
         if reader is not None:
@@ -86,10 +96,12 @@ def status(state: State, as_json: bool) -> int:
 
 
 @local.command(epilog='\b\nexample:\n  eval "$(casdb local url --export)"')
-@click.option("--export", is_flag=True,
-              help="print a shell line: export SQLALCHEMY_DATABASE_URI=...")
-@click.option("--reader", is_flag=True,
-              help="the read replica's URL instead (SQLALCHEMY_READ_DATABASE_URI)")
+@click.option(
+    "--export", is_flag=True, help="print a shell line: export SQLALCHEMY_DATABASE_URI=..."
+)
+@click.option(
+    "--reader", is_flag=True, help="the read replica's URL instead (SQLALCHEMY_READ_DATABASE_URI)"
+)
 @local_options
 @pass_state
 def url(state: State, export: bool, reader: bool) -> None:
@@ -99,10 +111,14 @@ def url(state: State, export: bool, reader: bool) -> None:
     if reader:
         server, variable = standby_of(server), "SQLALCHEMY_READ_DATABASE_URI"
         if server.running_port() is None:
-            raise CasdbError(f"the local read replica is not running (data in {server.data_dir})"
-                             ": start it with `casdb local start --replica`")
+            raise CasdbError(
+                f"the local read replica is not running (data in {server.data_dir})"
+                ": start it with `casdb local start --replica`"
+            )
     if server.running_port() is None:
-        raise CasdbError(f"the local PostgreSQL is not running (data in {server.data_dir}): "
-                         "start it with `casdb local start`")
+        raise CasdbError(
+            f"the local PostgreSQL is not running (data in {server.data_dir}): "
+            "start it with `casdb local start`"
+        )
     text = server.url().render_as_string(hide_password=False)
     out(f"export {variable}={shlex.quote(text)}" if export else text)

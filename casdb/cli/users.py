@@ -28,8 +28,9 @@ class _Quota(click.ParamType[int | None]):
 
     name = "N|unlimited"
 
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> int | None:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | None:
         if value is None or isinstance(value, int):
             return value
         text = str(value).strip().lower().replace(",", "").replace("_", "")
@@ -45,8 +46,9 @@ class _When(click.ParamType[dt.datetime]):
 
     name = "DATETIME"
 
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> dt.datetime:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.datetime:
         if isinstance(value, dt.datetime):
             return value
         try:
@@ -58,14 +60,32 @@ class _When(click.ParamType[dt.datetime]):
 
 QUOTA = _Quota()
 WHEN = _When()
-USER_HEADERS = ["id", "email", "username", "active", "admin", "weekly quota",
-                "lifetime quota", "increased", "signed up"]
+USER_HEADERS = [
+    "id",
+    "email",
+    "username",
+    "active",
+    "admin",
+    "weekly quota",
+    "lifetime quota",
+    "increased",
+    "signed up",
+]
 
 
 def _row(user: users.User) -> tuple[object, ...]:
     lifetime = "unlimited" if user.lifetime_cell_quota is None else user.lifetime_cell_quota
-    return (user.id, user.email, user.username, user.active, user.is_admin, user.cell_quota,
-            lifetime, user.quota_increased, user.created_at)
+    return (
+        user.id,
+        user.email,
+        user.username,
+        user.active,
+        user.is_admin,
+        user.cell_quota,
+        lifetime,
+        user.quota_increased,
+        user.created_at,
+    )
 
 
 @click.group(name="users")
@@ -94,30 +114,53 @@ def show(state: State, user: str, as_json: bool) -> None:
         emit(find_user(conn, user), as_json)
 
 
-@users_group.command(epilog="\b\nexample:\n  casdb users create --email ada@example.org "
-                     "--username 'Ada Lovelace' --weekly-quota 200000")
+@users_group.command(
+    epilog="\b\nexample:\n  casdb users create --email ada@example.org "
+    "--username 'Ada Lovelace' --weekly-quota 200000"
+)
 @click.option("--email", required=True, help="the user's email (unique)")
 @click.option("--username", required=True, help="the name shown to people")
 @click.option("--admin", is_flag=True, help="an administrator")
 @click.option("--weekly-quota", type=int, default=None, help="cells per week (default 100,000)")
-@click.option("--lifetime-quota", type=QUOTA, default="50000", show_default=True,
-              help="cells in all, or 'unlimited'")
+@click.option(
+    "--lifetime-quota",
+    type=QUOTA,
+    default="50000",
+    show_default=True,
+    help="cells in all, or 'unlimited'",
+)
 @command_options
-def create(state: State, email: str, username: str, admin: bool, weekly_quota: int | None,
-           lifetime_quota: int | None, as_json: bool) -> None:
+def create(
+    state: State,
+    email: str,
+    username: str,
+    admin: bool,
+    weekly_quota: int | None,
+    lifetime_quota: int | None,
+    as_json: bool,
+) -> None:
     """Create a user."""
     with transaction(state) as (_, conn):
         made = users.create_user(
-            conn, email=email, username=username, is_admin=admin,
+            conn,
+            email=email,
+            username=username,
+            is_admin=admin,
             cell_quota=users.UNSET if weekly_quota is None else weekly_quota,
             lifetime_cell_quota=lifetime_quota,
         )
     emit(made, as_json)
 
 
-def _setter(name: str, operation: Callable[..., users.User], keyword: str,
-            kind: click.ParamType[Any], metavar: str, help_: str,
-            epilog: str | None = None) -> None:
+def _setter(
+    name: str,
+    operation: Callable[..., users.User],
+    keyword: str,
+    kind: click.ParamType[Any],
+    metavar: str,
+    help_: str,
+    epilog: str | None = None,
+) -> None:
     """``casdb users NAME USER VALUE``: ``operation(user_id=..., keyword=VALUE)``, shown."""
 
     @users_group.command(name=name, help=help_, epilog=epilog)
@@ -130,13 +173,31 @@ def _setter(name: str, operation: Callable[..., users.User], keyword: str,
         emit(changed, as_json)
 
 
-_setter("set-active", users.set_user_active, "active", click.BOOL, "true|false",
-        "Allow (true) or stop (false) a user's use of the service.",
-        epilog="\b\nexample:\n  casdb users set-active ada@example.org false")
-_setter("set-admin", users.set_admin, "is_admin", click.BOOL, "true|false",
-        "Grant (true) or revoke (false) admin rights.")
-_setter("set-weekly-quota", users.set_weekly_cell_quota, "cell_quota", click.IntRange(min=0),
-        "N", "Set the user's weekly cell quota to N.")
+_setter(
+    "set-active",
+    users.set_user_active,
+    "active",
+    click.BOOL,
+    "true|false",
+    "Allow (true) or stop (false) a user's use of the service.",
+    epilog="\b\nexample:\n  casdb users set-active ada@example.org false",
+)
+_setter(
+    "set-admin",
+    users.set_admin,
+    "is_admin",
+    click.BOOL,
+    "true|false",
+    "Grant (true) or revoke (false) admin rights.",
+)
+_setter(
+    "set-weekly-quota",
+    users.set_weekly_cell_quota,
+    "cell_quota",
+    click.IntRange(min=0),
+    "N",
+    "Set the user's weekly cell quota to N.",
+)
 
 
 @users_group.command(name="increase-lifetime-quota")
@@ -150,11 +211,15 @@ def increase_lifetime_quota(state: State, user: str, cells: int | None, as_json:
         before = find_user(conn, user)
         after = users.increase_lifetime_quota(conn, user_id=before.id, new_quota=cells)
     if before.quota_increased:
-        line = (f"unchanged: the lifetime quota of {after.email} was increased before "
-                f"({after.lifetime_cell_quota or 'unlimited'})")
+        line = (
+            f"unchanged: the lifetime quota of {after.email} was increased before "
+            f"({after.lifetime_cell_quota or 'unlimited'})"
+        )
     else:
-        line = (f"lifetime quota of {after.email}: {before.lifetime_cell_quota or 'unlimited'}"
-                f" -> {after.lifetime_cell_quota or 'unlimited'}")
+        line = (
+            f"lifetime quota of {after.email}: {before.lifetime_cell_quota or 'unlimited'}"
+            f" -> {after.lifetime_cell_quota or 'unlimited'}"
+        )
     emit(after, as_json, line)
 
 

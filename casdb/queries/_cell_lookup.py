@@ -112,8 +112,9 @@ Into = Callable[[int, dict[str, Any]], R]
 
 
 @functools.lru_cache(maxsize=256)
-def compiled_sql(build: Callable[[Sequence[str]], Select[Any]], names: tuple[str, ...],
-                 dialect: Dialect) -> str:
+def compiled_sql(
+    build: Callable[[Sequence[str]], Select[Any]], names: tuple[str, ...], dialect: Dialect
+) -> str:
     """``build(names)`` compiled for ``dialect`` (cached: compiling costs ~0.3 ms).
 
     ``build`` makes a SELECT of the columns ``names``, then the id, for the int[] ``:ids``.

@@ -73,7 +73,11 @@ def fetch_one(
 
 
 def fetch_created(
-    connection: Connection, statement: Executable, into: Callable[..., R], *, exists: str,
+    connection: Connection,
+    statement: Executable,
+    into: Callable[..., R],
+    *,
+    exists: str,
     field: str,
 ) -> R:
     """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return its one row as a record.

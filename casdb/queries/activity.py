@@ -50,8 +50,8 @@ def build_log_user_activity(values: dict[str, Any]) -> Insert:
     """INSERT one activity row if its user exists (finished_time left out: the server's now)."""
     user_exists = row_exists(users_user, "id", values["user_id"])
     source = values_where(users_useractivity, values, user_exists)
-    return insert(users_useractivity).from_select(list(values), source).returning(
-        *_ACTIVITY_COLUMNS
+    return (
+        insert(users_useractivity).from_select(list(values), source).returning(*_ACTIVITY_COLUMNS)
     )
 
 
@@ -89,8 +89,12 @@ def log_user_activity(
     }
     if finished_time is not None:
         values["finished_time"] = check_optional_time("finished_time", finished_time)
-    return fetch_one(connection, build_log_user_activity(values), UserActivity,
-                     missing=f"no user with id {values['user_id']}")
+    return fetch_one(
+        connection,
+        build_log_user_activity(values),
+        UserActivity,
+        missing=f"no user with id {values['user_id']}",
+    )
 
 
 def list_user_activity(

@@ -268,9 +268,11 @@ def build_reserve_indexes(table: str, count: int) -> Select[Any]:
     nextval is atomic, so concurrent callers never share a value; under concurrency the
     values may come in several runs, which are returned in order.
     """
-    values = select(func.nextval(index_sequence(table)).label("id")).select_from(
-        func.generate_series(1, count)
-    ).cte("reserved")
+    values = (
+        select(func.nextval(index_sequence(table)).label("id"))
+        .select_from(func.generate_series(1, count))
+        .cte("reserved")
+    )
     runs = select(
         values.c.id, (values.c.id - func.row_number().over(order_by=values.c.id)).label("run")
     ).cte("runs")
@@ -294,9 +296,7 @@ def build_existing_indexes(table: str) -> Select[Any]:
     target, column = index_column(table)
     ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
     return (
-        select(target.c[column])
-        .where(target.c[column] == func.any(ids))
-        .order_by(target.c[column])
+        select(target.c[column]).where(target.c[column] == func.any(ids)).order_by(target.c[column])
     )
 
 
@@ -333,15 +333,24 @@ def create_ingest(
     }
     if ingest_timestamp is not None:
         values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
-    return fetch_created(connection, build_create_ingest(values), Ingest,
-                         exists="an ingest with this cas_ingest_id exists", field="cas_ingest_id")
+    return fetch_created(
+        connection,
+        build_create_ingest(values),
+        Ingest,
+        exists="an ingest with this cas_ingest_id exists",
+        field="cas_ingest_id",
+    )
 
 
 def get_ingest(connection: Connection, *, cas_ingest_id: str) -> Ingest:
     """Return the ingest ``cas_ingest_id``. Raises NotFound, InvalidInput, DatabaseError."""
     cas_ingest_id = check_text("cas_ingest_id", cas_ingest_id)
-    return fetch_one(connection, build_select_ingest(cas_ingest_id), Ingest,
-                     missing=f"no ingest {describe(cas_ingest_id)}")
+    return fetch_one(
+        connection,
+        build_select_ingest(cas_ingest_id),
+        Ingest,
+        missing=f"no ingest {describe(cas_ingest_id)}",
+    )
 
 
 def list_ingests(connection: Connection) -> list[Ingest]:
@@ -360,9 +369,7 @@ def delete_ingest(connection: Connection, *, cas_ingest_id: str) -> None:
         raise NotFound(f"no ingest {describe(cas_ingest_id)}")
 
 
-def insert_features(
-    connection: Connection, *, rows: Iterable[Feature | Mapping[str, Any]]
-) -> int:
+def insert_features(connection: Connection, *, rows: Iterable[Feature | Mapping[str, Any]]) -> int:
     """Bulk-write features with COPY, streaming ``rows``; return the number of rows written.
 
     ``rows`` is any iterable (a generator is fine: memory stays bounded) of Feature or

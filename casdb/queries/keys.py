@@ -167,8 +167,9 @@ def get_key_for_authentication(
     Raises NotFound for an unknown locator, InvalidInput for one that is not a UUID.
     """
     statement = build_key_for_authentication(_locator(key_locator))
-    return fetch_one(connection, statement, key_for_authentication_from_row,
-                     missing="no key with this locator")
+    return fetch_one(
+        connection, statement, key_for_authentication_from_row, missing="no key with this locator"
+    )
 
 
 def deactivate_user_key(connection: Connection, *, key_locator: uuid.UUID | str) -> UserKey:

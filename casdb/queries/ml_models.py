@@ -287,8 +287,12 @@ def _make_default(connection: Connection, model_id: int) -> MLModel:
         if connection.execute(build_lock_model(model_id=model_id)).first() is None:
             raise NotFound(f"no model with id {model_id}")
         connection.execute(build_clear_default_model(keep_model_id=model_id))
-    return fetch_one(connection, build_set_default_model(model_id=model_id), model_from_row,
-                     missing=f"no model with id {model_id}")
+    return fetch_one(
+        connection,
+        build_set_default_model(model_id=model_id),
+        model_from_row,
+        missing=f"no model with id {model_id}",
+    )
 
 
 def create_model(
@@ -326,8 +330,13 @@ def create_model(
         values["created_date"] = check_optional_time("created_date", created_date)
     if is_default_model:
         _check_transactional(connection, "create_model(is_default_model=True)")
-    model = fetch_created(connection, build_insert_model(values), model_from_row,
-                      exists="a model with this model_name already exists", field="model_name")
+    model = fetch_created(
+        connection,
+        build_insert_model(values),
+        model_from_row,
+        exists="a model with this model_name already exists",
+        field="model_name",
+    )
     return _make_default(connection, model.id) if is_default_model else model
 
 
@@ -348,8 +357,12 @@ def get_model_by_name(connection: Connection, *, model_name: str) -> MLModel:
     Raises InvalidInput for a bad name, NotFound when no model has it, DatabaseError.
     """
     model_name = check_text("model_name", model_name)
-    return fetch_one(connection, build_select_models(model_name=model_name), model_from_row,
-                     missing="no model with this model_name")
+    return fetch_one(
+        connection,
+        build_select_models(model_name=model_name),
+        model_from_row,
+        missing="no model with this model_name",
+    )
 
 
 def get_default_model(connection: Connection) -> MLModel:
@@ -357,8 +370,12 @@ def get_default_model(connection: Connection) -> MLModel:
 
     Raises NotFound when there is no default model, DatabaseError.
     """
-    return fetch_one(connection, build_select_models(default_only=True), model_from_row,
-                     missing="there is no default model")
+    return fetch_one(
+        connection,
+        build_select_models(default_only=True),
+        model_from_row,
+        missing="there is no default model",
+    )
 
 
 def set_default_model(connection: Connection, *, model_id: int) -> MLModel:
@@ -429,8 +446,12 @@ def get_index_by_name(connection: Connection, *, index_name: str) -> MatchingEng
     Raises InvalidInput for a bad name, NotFound when no index has it, DatabaseError.
     """
     index_name = check_text("index_name", index_name)
-    return fetch_one(connection, build_select_indexes(index_name=index_name),
-                     MatchingEngineIndex, missing="no matching-engine index with this index_name")
+    return fetch_one(
+        connection,
+        build_select_indexes(index_name=index_name),
+        MatchingEngineIndex,
+        missing="no matching-engine index with this index_name",
+    )
 
 
 def list_indexes_for_model(connection: Connection, *, model_id: int) -> list[MatchingEngineIndex]:

@@ -121,8 +121,9 @@ def _check_now(now: object) -> dt.datetime:
 def _fetch(connection: Connection, user_id: object, now: object) -> Row[Any]:
     user_id = check_int("user_id", user_id)
     statement = build_user_quota(user_id, _check_now(now))
-    row: Row[Any] = fetch_one(connection, statement, lambda found: found,
-                              missing=f"no user with id {user_id}")
+    row: Row[Any] = fetch_one(
+        connection, statement, lambda found: found, missing=f"no user with id {user_id}"
+    )
     return row
 
 
@@ -153,8 +154,10 @@ def get_user_quota(connection: Connection, *, user_id: int, now: dt.datetime) ->
         if user.lifetime_cell_quota is None
         else max(0, user.lifetime_cell_quota - usage.total_cells_processed)
     )
-    remaining = weekly_remaining if lifetime_remaining is None else min(
-        weekly_remaining, lifetime_remaining
+    remaining = (
+        weekly_remaining
+        if lifetime_remaining is None
+        else min(weekly_remaining, lifetime_remaining)
     )
     return UserQuota(
         user_id=user.id,

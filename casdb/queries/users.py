@@ -100,8 +100,11 @@ _USER_COLUMNS = record_columns(users_user, User)
 
 def user_with_usage_from_row(row: Row[Any]) -> UserWithUsage:
     """A row of build_user_with_usage as a record."""
-    usage = UserUsage(user_id=row.id, total_cells_processed=int(row.total_cells),
-                      total_requests_processed=int(row.total_requests))
+    usage = UserUsage(
+        user_id=row.id,
+        total_cells_processed=int(row.total_cells),
+        total_requests_processed=int(row.total_requests),
+    )
     return UserWithUsage(user=to_record(User, row), usage=usage)
 
 
@@ -163,8 +166,9 @@ def build_user_with_usage(user_id: int) -> Select[Any]:
 
 def _update_user(connection: Connection, user_id: int, values: dict[str, Any]) -> User:
     user_id = check_int("user_id", user_id)
-    return fetch_one(connection, build_update_user(user_id, values), User,
-                     missing=f"no user with id {user_id}")
+    return fetch_one(
+        connection, build_update_user(user_id, values), User, missing=f"no user with id {user_id}"
+    )
 
 
 def create_user(
@@ -191,13 +195,19 @@ def create_user(
         "email": check_email(email),
         "username": check_text("username", username),
     }
-    for name, flag in (("active", active), ("is_admin", is_admin),
-                       ("quota_increased", quota_increased),
-                       ("ask_for_feedback", ask_for_feedback)):
+    for name, flag in (
+        ("active", active),
+        ("is_admin", is_admin),
+        ("quota_increased", quota_increased),
+        ("ask_for_feedback", ask_for_feedback),
+    ):
         if not isinstance(flag, _Unset):
             values[name] = check_bool(name, flag)
-    for name, count in (("cell_quota", cell_quota), ("requests_processed", requests_processed),
-                        ("cells_processed", cells_processed)):
+    for name, count in (
+        ("cell_quota", cell_quota),
+        ("requests_processed", requests_processed),
+        ("cells_processed", cells_processed),
+    ):
         if not isinstance(count, _Unset):
             values[name] = check_int(name, count, minimum=0)
     if not isinstance(lifetime_cell_quota, _Unset):
@@ -206,8 +216,13 @@ def create_user(
         )
     if not isinstance(created_at, _Unset):
         values["created_at"] = check_time("created_at", created_at)
-    return fetch_created(connection, build_create_user(values), User,
-                         exists="a user with this email already exists", field="email")
+    return fetch_created(
+        connection,
+        build_create_user(values),
+        User,
+        exists="a user with this email already exists",
+        field="email",
+    )
 
 
 def get_user(connection: Connection, *, user_id: int) -> User:
@@ -247,9 +262,7 @@ def opt_out_of_feedback(connection: Connection, *, user_id: int) -> User:
     return _update_user(connection, user_id, {"ask_for_feedback": False})
 
 
-def increase_lifetime_quota(
-    connection: Connection, *, user_id: int, new_quota: int | None
-) -> User:
+def increase_lifetime_quota(connection: Connection, *, user_id: int, new_quota: int | None) -> User:
     """Raise the user's lifetime cell quota, once.
 
     When quota_increased is already true this is a no-op. Otherwise it sets quota_increased and
@@ -270,8 +283,12 @@ def get_user_with_usage(connection: Connection, *, user_id: int) -> UserWithUsag
     Raises NotFound for an unknown id, InvalidInput for a bad id.
     """
     user_id = check_int("user_id", user_id)
-    return fetch_one(connection, build_user_with_usage(user_id), user_with_usage_from_row,
-                     missing=f"no user with id {user_id}")
+    return fetch_one(
+        connection,
+        build_user_with_usage(user_id),
+        user_with_usage_from_row,
+        missing=f"no user with id {user_id}",
+    )
 
 
 def get_user_usage(connection: Connection, *, user_id: int) -> UserUsage:

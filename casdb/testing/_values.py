@@ -25,8 +25,24 @@ characters = st.characters(codec="utf-8", exclude_characters="\x00")
 
 # Strings that COPY's text format must escape, or that look like its markers or like SQL.
 TRICKY_TEXT = (
-    "", "\\N", "\\", "\\\\N", "\t", "\n", "\r", "\r\n", "a\tb\nc\\d", "\\.", '"q"', "'",
-    "NULL", "\\x41", "é ü 漢字 🧬", "\u2028", "\x01\x7f", "'; drop table users_user; --",
+    "",
+    "\\N",
+    "\\",
+    "\\\\N",
+    "\t",
+    "\n",
+    "\r",
+    "\r\n",
+    "a\tb\nc\\d",
+    "\\.",
+    '"q"',
+    "'",
+    "NULL",
+    "\\x41",
+    "é ü 漢字 🧬",
+    "\u2028",
+    "\x01\x7f",
+    "'; drop table users_user; --",
 )
 
 
@@ -67,8 +83,9 @@ aware_times = st.datetimes(
     min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=st.just(UTC)
 )
 # Fixed offsets (no tz database needed), to the minute, within +-14 hours.
-_offsets = st.integers(-14 * 60, 14 * 60).map(lambda minutes: dt.timezone(dt.timedelta(
-    minutes=minutes)))
+_offsets = st.integers(-14 * 60, 14 * 60).map(
+    lambda minutes: dt.timezone(dt.timedelta(minutes=minutes))
+)
 any_aware_times = st.datetimes(
     min_value=dt.datetime(2, 1, 1),
     max_value=dt.datetime(9998, 12, 31),
@@ -102,8 +119,13 @@ ids = st.integers(1, INT32_MAX)
 # -- values casdb refuses (InvalidInput, before any SQL) -------------------------------------
 
 _not_str = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(), st.binary(max_size=8),
-    st.lists(st.text(max_size=3), max_size=2), st.uuids(),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.binary(max_size=8),
+    st.lists(st.text(max_size=3), max_size=2),
+    st.uuids(),
 )
 
 
@@ -126,8 +148,20 @@ def refused_text(max_length: int = 255, *, allow_empty: bool = False) -> Strateg
 # Not one @ with text on both sides, whitespace or control characters, too long, not a str.
 refused_emails: Strategy[object] = st.one_of(
     refused_text(255),
-    st.sampled_from(["plain", "@cas.org", "user@", "a@b@c", "a b@cas.org", "a@cas.org\n",
-                     "tab\t@cas.org", "a@cas\x7f.org", "\u2003a@cas.org", "a@\x85cas.org"]),
+    st.sampled_from(
+        [
+            "plain",
+            "@cas.org",
+            "user@",
+            "a@b@c",
+            "a b@cas.org",
+            "a@cas.org\n",
+            "tab\t@cas.org",
+            "a@cas\x7f.org",
+            "\u2003a@cas.org",
+            "a@\x85cas.org",
+        ]
+    ),
     emails.map(lambda email: email.replace("@", "@@", 1)),
     st.text(_email_chars, min_size=254, max_size=300).map(lambda s: f"a@{s}"),
 )

@@ -181,8 +181,11 @@ def activities(user_id: int | Strategy[int] = ids) -> Strategy[dict[str, Any]]:
 def models() -> Strategy[dict[str, Any]]:
     """Keyword arguments of ``ml_models.create_model`` (never ``is_default_model=True``)."""
     return _arguments(
-        {"model_name": nonempty255, "model_file_path": nonempty255,
-         "embedding_dimension": positive_int32},
+        {
+            "model_name": nonempty255,
+            "model_file_path": nonempty255,
+            "embedding_dimension": positive_int32,
+        },
         {
             "description": st.none() | text511,
             "admin_use_only": st.booleans(),
@@ -258,8 +261,9 @@ def _bulk_rows(
     optional: Mapping[str, Strategy[Any]],
 ) -> Strategy[dict[str, Any]]:
     """Rows of a bulk-insert table: its ``key`` column, its ingest, the other columns."""
-    return _arguments({key: _strategy(index), "cas_ingest_id": _strategy(cas_ingest_id),
-                       **required}, optional)
+    return _arguments(
+        {key: _strategy(index), "cas_ingest_id": _strategy(cas_ingest_id), **required}, optional
+    )
 
 
 def feature_rows(
@@ -267,8 +271,9 @@ def feature_rows(
 ) -> Strategy[dict[str, Any]]:
     """Mappings for ``cells.insert_features`` (optional columns sometimes left out)."""
     required = {"original_feature_id": text255, "feature_name": text255}
-    return _bulk_rows("cas_feature_index", cas_feature_index, cas_ingest_id, required,
-                      _FEATURE_OPTIONAL)
+    return _bulk_rows(
+        "cas_feature_index", cas_feature_index, cas_ingest_id, required, _FEATURE_OPTIONAL
+    )
 
 
 def features(
@@ -359,16 +364,26 @@ def activity_records() -> Strategy[UserActivity]:
 
 def index_records(model_id: int | Strategy[int] = ids) -> Strategy[MatchingEngineIndex]:
     """Matching-engine indexes as ``ml_models.get_index_by_name`` returns them."""
-    return st.builds(MatchingEngineIndex, id=ids, model_id=_strategy(model_id),
-                     **_INDEX_REQUIRED, **_INDEX_OPTIONAL)
+    return st.builds(
+        MatchingEngineIndex,
+        id=ids,
+        model_id=_strategy(model_id),
+        **_INDEX_REQUIRED,
+        **_INDEX_OPTIONAL,
+    )
 
 
 @st.composite
 def model_records(draw: st.DrawFn, *, max_indexes: int = 3) -> MLModel:
     """Models with their indexes (ordered by id) as ``ml_models.get_model_by_name`` returns."""
     model_id = draw(ids)
-    found = draw(st.lists(index_records(model_id), max_size=max_indexes, unique_by=(
-        lambda index: index.id, lambda index: index.index_name)))
+    found = draw(
+        st.lists(
+            index_records(model_id),
+            max_size=max_indexes,
+            unique_by=(lambda index: index.id, lambda index: index.index_name),
+        )
+    )
     return MLModel(
         id=model_id,
         model_name=draw(nonempty255),

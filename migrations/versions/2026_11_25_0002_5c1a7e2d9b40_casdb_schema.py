@@ -72,25 +72,42 @@ CONSTRAINTS = (  # table, legacy name, casdb name
 
 FOREIGN_KEYS = (  # table, column, referred table, referred column, legacy name, casdb name
     (
-        "users_useractivity", "user_id", "users_user", "id",
-        "user_activity_user_id_fkey", "fk_users_useractivity_user_id_users_user",
+        "users_useractivity",
+        "user_id",
+        "users_user",
+        "id",
+        "user_activity_user_id_fkey",
+        "fk_users_useractivity_user_id_users_user",
     ),
     (
-        "users_userkey", "user_id", "users_user", "id",
-        "users_userkey_user_id_fkey", "fk_users_userkey_user_id_users_user",
+        "users_userkey",
+        "user_id",
+        "users_user",
+        "id",
+        "users_userkey_user_id_fkey",
+        "fk_users_userkey_user_id_users_user",
     ),
     (
-        "ml_management_matchingengineindex", "model_id", "ml_management_model", "id",
+        "ml_management_matchingengineindex",
+        "model_id",
+        "ml_management_model",
+        "id",
         "cas_matching_engine_index_model_id_fkey",
         "fk_ml_management_matchingengineindex_model_id",
     ),
     (
-        "cells_featureinfo", "cas_ingest_id", "cells_ingestinfo", "cas_ingest_id",
+        "cells_featureinfo",
+        "cas_ingest_id",
+        "cells_ingestinfo",
+        "cas_ingest_id",
         "cells_cellfeature_cas_ingest_id_fkey",
         "fk_cells_featureinfo_cas_ingest_id_cells_ingestinfo",
     ),
     (
-        "cells_cellinfo", "cas_ingest_id", "cells_ingestinfo", "cas_ingest_id",
+        "cells_cellinfo",
+        "cas_ingest_id",
+        "cells_ingestinfo",
+        "cas_ingest_id",
         "cells_cellinfo_cas_ingest_id_fkey",
         "fk_cells_cellinfo_cas_ingest_id_cells_ingestinfo",
     ),
@@ -125,11 +142,17 @@ SERVER_DEFAULTS = (  # table, column, default (the baseline has none but quota_i
 )
 
 NEW_INDEXES = (  # name, table, columns
-    ("ix_users_useractivity_user_id_finished_time", "users_useractivity",
-     ["user_id", "finished_time"]),
+    (
+        "ix_users_useractivity_user_id_finished_time",
+        "users_useractivity",
+        ["user_id", "finished_time"],
+    ),
     ("ix_users_userkey_user_id", "users_userkey", ["user_id"]),
-    ("ix_ml_management_matchingengineindex_model_id", "ml_management_matchingengineindex",
-     ["model_id"]),
+    (
+        "ix_ml_management_matchingengineindex_model_id",
+        "ml_management_matchingengineindex",
+        ["model_id"],
+    ),
     ("ix_cells_featureinfo_cas_ingest_id", "cells_featureinfo", ["cas_ingest_id"]),
 )
 
