@@ -157,13 +157,17 @@ class LocalServer:
                     f"local PostgreSQL: {args[0]} failed (exit {result.returncode}): {output}"
                 )
 
-    def _initdb(self, owner: tuple[int, int] | None) -> None:
+    def _make_data_dir(self, owner: tuple[int, int] | None) -> None:
+        """An empty data directory the server's user owns and can reach."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         if owner:
             _make_traversable(_bin_dir())
             _make_traversable(self.data_dir.parent)
             os.chown(self.data_dir, *owner)
+
+    def _initdb(self, owner: tuple[int, int] | None) -> None:
+        self._make_data_dir(owner)
         self._run(
             "initdb",
             "-D",
@@ -348,12 +352,7 @@ class LocalStandby(LocalServer):
     def _initdb(self, owner: tuple[int, int] | None) -> None:
         """Create the standby's data directory as a base backup of the primary."""
         port = self.primary.running_port()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-        if owner:
-            _make_traversable(_bin_dir())
-            _make_traversable(self.data_dir.parent)
-            os.chown(self.data_dir, *owner)
+        self._make_data_dir(owner)
         sync = ["--no-sync"] if self.ephemeral else []
         self._run(
             "pg_basebackup",

@@ -50,16 +50,11 @@ def database_options(function: F) -> F:
         callback=_store("url"),
         help="database URL (overrides SQLALCHEMY_DATABASE_URI and DB_*)",
     )(function)
-    return click.option(
-        "--data-dir",
-        type=click.Path(path_type=Path),
-        expose_value=False,
-        callback=_store("data_dir"),
-        hidden=True,
-    )(function)
+    return local_options(function)
 
 
 def local_options(function: F) -> F:
+    """The hidden --data-dir of tests: a local server of their own."""
     return click.option(
         "--data-dir",
         type=click.Path(path_type=Path),
@@ -93,19 +88,19 @@ def resolve_config(state: State) -> DatabaseConfig:
     """--url, else the environment, else the local server (said on stderr)."""
     if state.url is not None:
         return url_config(state.url)
+    if state.data_dir is None:
+        return casdb.engine.resolve_config(None, allow_local=True)
     from_env = config_from_env()
     if from_env is not None:
         return from_env
-    if state.data_dir is not None:
-        server = LocalServer(state.data_dir)
-        url = server.start()
-        log.info(
-            "nothing configured: using the local PostgreSQL at %s (data in %s)",
-            url.render_as_string(hide_password=True),
-            server.data_dir,
-        )
-        return DatabaseConfig(url=url, mode="local")
-    return casdb.engine.local_default_config()
+    server = LocalServer(state.data_dir)
+    url = server.start()
+    log.info(
+        "nothing configured: using the local PostgreSQL at %s (data in %s)",
+        url.render_as_string(hide_password=True),
+        server.data_dir,
+    )
+    return DatabaseConfig(url=url, mode="local")
 
 
 def local_server(state: State) -> LocalServer:

@@ -9,7 +9,7 @@ import click
 from casdb.cli._app import ExitCode, State
 from casdb.cli._shared import emit_json, json_option, local_options, local_server, out, pass_state
 from casdb.errors import CasdbError
-from casdb.local import standby_of
+from casdb.local import LocalServer, standby_of
 
 
 @click.group()
@@ -22,6 +22,15 @@ def local() -> None:
     """
 
 
+def _start(server: LocalServer, what: str) -> None:
+    was_running = server.running_port() is not None
+    url = server.start()
+    out(
+        f"{what} {'already running' if was_running else 'started'} at "
+        f"{url.render_as_string()} (data in {server.data_dir})"
+    )
+
+
 @local.command()
 @click.option(
     "--replica", is_flag=True, help="also start a streaming read replica (a hot standby) beside it"
@@ -31,20 +40,9 @@ def local() -> None:
 def start(state: State, replica: bool) -> None:
     """Start the local PostgreSQL (does nothing when it runs already)."""
     server = local_server(state)
-    was_running = server.running_port() is not None
-    url = server.start()
-    out(
-        f"local PostgreSQL {'already running' if was_running else 'started'} at "
-        f"{url.render_as_string()} (data in {server.data_dir})"
-    )
+    _start(server, "local PostgreSQL")
     if replica:
-        standby = standby_of(server)
-        standby_was_running = standby.running_port() is not None
-        reader = standby.start()
-        out(
-            f"its read replica {'already running' if standby_was_running else 'started'} at "
-            f"{reader.render_as_string()} (data in {standby.data_dir})"
-        )
+        _start(standby_of(server), "its read replica")
         out(
             'for a service: eval "$(casdb local url --export)"; '
             'eval "$(casdb local url --reader --export)"'
