@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
-from sqlalchemy import Column, Connection, CursorResult, Executable, Row, Table
+from sqlalchemy import Column, Connection, CursorResult, Executable, Insert, Row, Table
 
 from casdb._checks import translated_errors
 from casdb.errors import AlreadyExists, NotFound
@@ -73,20 +73,18 @@ def fetch_one(
 
 
 def fetch_created(
-    connection: Connection,
-    statement: Executable,
-    into: Callable[..., R],
-    *,
-    exists: str,
-    field: str,
+    connection: Connection, statement: Insert, into: Callable[..., R], *, field: str
 ) -> R:
     """Run an INSERT ... ON CONFLICT DO NOTHING RETURNING; return its one row as a record.
 
-    Raises AlreadyExists(``exists``, field=``field``) when the conflict left no row.
+    Raises AlreadyExists(field=``field``) when the conflict left no row; the message names the
+    row by its table's ``info["noun"]`` ("a user with this email already exists").
     """
     created = fetch_optional(connection, statement, into)
     if created is None:
-        raise AlreadyExists(exists, field=field)
+        noun = statement.table.info["noun"]  # type: ignore[attr-defined]
+        article = "an" if noun[0] in "aeiou" else "a"
+        raise AlreadyExists(f"{article} {noun} with this {field} already exists", field=field)
     return created
 
 

@@ -333,13 +333,7 @@ def create_ingest(
     }
     if ingest_timestamp is not None:
         values["ingest_timestamp"] = check_optional_time("ingest_timestamp", ingest_timestamp)
-    return fetch_created(
-        connection,
-        build_create_ingest(values),
-        Ingest,
-        exists="an ingest with this cas_ingest_id exists",
-        field="cas_ingest_id",
-    )
+    return fetch_created(connection, build_create_ingest(values), Ingest, field="cas_ingest_id")
 
 
 def get_ingest(connection: Connection, *, cas_ingest_id: str) -> Ingest:

@@ -331,11 +331,7 @@ def create_model(
     if is_default_model:
         _check_transactional(connection, "create_model(is_default_model=True)")
     model = fetch_created(
-        connection,
-        build_insert_model(values),
-        model_from_row,
-        exists="a model with this model_name already exists",
-        field="model_name",
+        connection, build_insert_model(values), model_from_row, field="model_name"
     )
     return _make_default(connection, model.id) if is_default_model else model
 

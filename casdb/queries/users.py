@@ -216,13 +216,7 @@ def create_user(
         )
     if not isinstance(created_at, _Unset):
         values["created_at"] = check_time("created_at", created_at)
-    return fetch_created(
-        connection,
-        build_create_user(values),
-        User,
-        exists="a user with this email already exists",
-        field="email",
-    )
+    return fetch_created(connection, build_create_user(values), User, field="email")
 
 
 def get_user(connection: Connection, *, user_id: int) -> User:
