@@ -21,6 +21,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     Select,
+    Text,
     bindparam,
     delete,
     func,
@@ -262,6 +263,27 @@ def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
     )
 
 
+def build_select_cells_json_by_ids(columns: Sequence[str]) -> Select[Any]:
+    """What :func:`build_select_cells_by_ids` selects, as ONE JSON text: an array of rows.
+
+    Each row is ``json_build_array(<columns>, cas_cell_index)``, aggregated in the order of
+    the array ``:ids`` (NULL when no id is found). The server serialises the rows and
+    ``json.loads`` parses them in C: jsonb columns arrive decoded inside the JSON, as pg8000
+    would decode them (the same text, the same parser). ``columns`` as there.
+    """
+    ids = (
+        func.unnest(bindparam("ids", type_=postgresql.ARRAY(Integer)))
+        .table_valued("id", with_ordinality="ord")
+        .render_derived(name="q")
+    )
+    wanted = [cells_cellinfo.c[name] for name in columns]
+    row = func.json_build_array(*wanted, cells_cellinfo.c.cas_cell_index)
+    rows = func.json_agg(postgresql.aggregate_order_by(row, ids.c.ord))
+    return select(rows.cast(Text)).select_from(
+        ids.join(cells_cellinfo, cells_cellinfo.c.cas_cell_index == ids.c.id)
+    )
+
+
 def build_reserve_indexes(table: str, count: int) -> Select[Any]:
     """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
 
@@ -302,7 +324,8 @@ def build_existing_indexes(table: str) -> Select[Any]:
 
 def _lookup(connection: Connection, names: tuple[str, ...]) -> Lookup[CellMetadata]:
     statement = compiled_sql(build_select_cells_by_ids, names, connection.dialect)
-    return Lookup(statement, names, CellMetadata)
+    bulk = compiled_sql(build_select_cells_json_by_ids, names, connection.dialect)
+    return Lookup(statement, names, CellMetadata, bulk)
 
 
 # --------------------------------------------------------------------------------------------
