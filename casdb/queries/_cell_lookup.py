@@ -3,8 +3,9 @@
 Arguments are checked before any SQL: ids as int32 ints (int subclasses and numpy integers
 too, bools not), column names against cells_cellinfo, the ``table`` word of the id-sequence
 operations. A lookup statement is compiled once per column list and dialect; each chunk of
-ids runs through casdb._driver in one round trip, its reply read whole, and becomes records
-with the cyclic garbage collector paused.
+ids runs through casdb._driver in one round trip, its reply read whole (from BULK_MIN_IDS ids
+on, as one JSON text parsed by json.loads), and becomes records with the cyclic garbage
+collector paused.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (queries._cell_copy; the
 text codec is casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids
 as ONE int[] array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per
-chunk, the input's order kept (the checks and chunking are queries._cell_lookup). Both talk to
+chunk, the input's order kept; a chunk of 30 ids or more comes back serialised by the server
+as one JSON text, parsed in C (the checks and chunking are queries._cell_lookup). Both talk to
 pg8000 through casdb._driver, which keeps the connection in step with the server whatever
 happens.
 """
