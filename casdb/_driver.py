@@ -80,12 +80,13 @@ def _usable(statement: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _raw_cursor(connection: Connection, statement: str) -> Iterator[Any]:
-    """A pg8000 cursor of ``connection`` for ``statement``; the connection is left in step.
+def _on_driver(connection: Connection, statement: str) -> Iterator[Any]:
+    """The pg8000 connection of ``connection`` for ``statement``; it is left in step.
 
     Autobegins as ``connection.execute`` would (the caller owns the transaction). Raises
     DBAPIError for a server error (the connection stays usable as the transaction allows), for
-    a driver or network failure (``connection_invalidated`` then set) and for a connection
+    a driver or network failure (``connection_invalidated`` then set; a socket timeout says
+    which setting bounded the wait, as the engine's own errors do) and for a connection
     SQLAlchemy refuses to use; any other exception is re-raised unchanged after invalidating
     the connection.
     """
@@ -94,22 +95,45 @@ def _raw_cursor(connection: Connection, statement: str) -> Iterator[Any]:
             connection.begin()
         driver_connection = _driver_connection(connection)
     _set_tcp_nodelay(driver_connection)
-    cursor = driver_connection.cursor()
     try:
-        yield cursor
+        yield driver_connection
     except BaseException as error:
         answered = _answered_by_server(error)
+        waited = _socket_timeout(driver_connection) if isinstance(error, TimeoutError) else None
         if not answered:
             _invalidate(connection, error)
+        if isinstance(error, TimeoutError):
+            text = "network error: no reply from the server in time"
+            if waited is not None:
+                text += f" (waited {waited:g} s, DB_SOCKET_TIMEOUT_S)"
+            raise sa_exc.DBAPIError(
+                statement, None, pg8000.exceptions.InterfaceError(text), connection_invalidated=True
+            ) from None
         if isinstance(error, pg8000.exceptions.Error | OSError):
             # OSError: pg8000 lets some socket errors (ECONNRESET on a first read) through.
             raise sa_exc.DBAPIError(
                 statement, None, error, connection_invalidated=not answered
             ) from None
         raise
-    finally:
-        if not connection.invalidated:
-            cursor.close()
+
+
+def _socket_timeout(driver_connection: Any) -> float | None:
+    try:
+        sock = driver_socket(driver_connection)
+    except Exception:  # the message only: never mask the error being handled
+        return None
+    return None if sock is None else sock.gettimeout()
+
+
+@contextlib.contextmanager
+def _raw_cursor(connection: Connection, statement: str) -> Iterator[Any]:
+    """A pg8000 cursor of ``connection`` for ``statement``; raises what _on_driver raises."""
+    with _on_driver(connection, statement) as driver_connection:
+        cursor = driver_connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()  # no I/O: pg8000 only drops its references
 
 
 def fetch_all(connection: Connection, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
@@ -121,6 +145,76 @@ def fetch_all(connection: Connection, statement: str, parameters: tuple[Any, ...
         cursor.execute(statement, parameters)
         rows: list[Any] = cursor.fetchall()
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Prepared statements, one cache per DBAPI connection
+# --------------------------------------------------------------------------------------------
+
+PREPARED_PER_CONNECTION = 64
+"""At most this many statements stay prepared on one server connection (least recently used
+are closed first)."""
+
+_CACHE_KEY = "casdb.prepared_statements"
+_PLAN_CHANGED = "cached plan must not change result type"
+
+
+def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> list[Any]:
+    """Run ``sql`` (``:name`` parameters) as a statement prepared once per server connection.
+
+    The first run on a connection prepares it (Parse/Describe, one round trip); every later one
+    is Bind/Execute only (one round trip, no paramstyle scan). The cache lives in the pooled
+    connection's ``info``, which SQLAlchemy clears when the connection is invalidated or
+    replaced, so a statement never outlives its server session. A statement whose table
+    changed under it ("cached plan must not change result type", after a migration) is
+    prepared again and run once more when that costs the caller nothing (AUTOCOMMIT, or the
+    statement was the first of its transaction, which is then rolled back and begun anew);
+    mid-transaction the error is raised (the transaction is aborted, as by any error) and the
+    next call prepares afresh. Returns pg8000's rows. Raises what :func:`_on_driver` raises.
+    """
+    with _on_driver(connection, sql) as driver_connection:
+        fields = pending_fatal_error(driver_connection)
+        if fields is not None:  # the server ended this session while it was idle
+            raise pg8000.exceptions.DatabaseError(fields)  # as the engine's own check raises
+        cache = _statement_cache(connection, driver_connection)
+        fresh = bool(driver_connection.autocommit) or not driver_connection._in_transaction
+        try:
+            return list(_prepared(cache, driver_connection, sql).run(**values))
+        except pg8000.exceptions.DatabaseError as error:
+            if not (_answered_by_server(error) and _PLAN_CHANGED in str(error.args[0].get("M"))):
+                raise
+            del cache[sql]
+            if not fresh:
+                raise
+            if not driver_connection.autocommit:
+                driver_connection.rollback()  # only this statement ran in it
+            return list(_prepared(cache, driver_connection, sql).run(**values))
+
+
+def _statement_cache(connection: Connection, driver_connection: Any) -> dict[str, Any]:
+    """The prepared statements of ``driver_connection``, by SQL text (least recent first)."""
+    info = connection.connection.info
+    owner, cache = info.get(_CACHE_KEY, (None, None))
+    if owner is not driver_connection or cache is None:
+        cache = {}
+        info[_CACHE_KEY] = (driver_connection, cache)
+    return cache  # type: ignore[no-any-return]
+
+
+def _prepared(cache: dict[str, Any], driver_connection: Any, sql: str) -> Any:
+    statement = cache.pop(sql, None)
+    if statement is None:
+        while cache and len(cache) >= PREPARED_PER_CONNECTION:
+            cache.pop(next(iter(cache))).close()  # the least recent; Close + Sync frees it
+        statement = driver_connection.prepare(sql)
+    cache[sql] = statement  # now the most recent
+    return statement
+
+
+def prepared_count(connection: Connection) -> int:
+    """How many statements casdb keeps prepared on ``connection``'s server session."""
+    _owner, cache = connection.connection.info.get(_CACHE_KEY, (None, {}))
+    return len(cache)
 
 
 def copy_all_or_nothing(connection: Connection, statement: str, chunks: Iterable[bytes]) -> int:

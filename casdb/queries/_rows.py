@@ -8,12 +8,16 @@ class (its fields read by name from the row) or any callable taking the row.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
-from sqlalchemy import Column, Connection, CursorResult, Executable, Insert, Row, Table
+from sqlalchemy import Column, Connection, CursorResult, Executable, Insert, Row, Select, Table
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect
 
+from casdb import _driver
 from casdb._checks import translated_errors
 from casdb.errors import AlreadyExists, NotFound
 
@@ -27,13 +31,89 @@ def record_columns(
     return [table.c[f.name] for f in attrs.fields(record) if f.name not in exclude]
 
 
-def to_record(into: Callable[..., R], row: Row[Any]) -> R:
+def to_record(into: Callable[..., R], row: Row[Any] | _PreparedRow) -> R:
     """``row`` as a record: an attrs class gets its fields by name, a callable gets the row."""
     if isinstance(into, type) and attrs.has(into):
         values = row._mapping
         fields = attrs.fields(into)
         return into(**{f.name: values[f.name] for f in fields})  # type: ignore[return-value]
     return into(row)
+
+
+@attrs.frozen
+class Prepared:
+    """A statement for the hot small operations: run as a per-connection prepared statement.
+
+    ``build`` (a module-level function, the cache key) returns the statement with named
+    ``bindparam``s; ``values`` binds them. The fetch helpers below accept it wherever they
+    accept a statement: same rows, same records, same errors, one round trip a call.
+    """
+
+    build: Callable[[], Select[Any]]
+    values: Mapping[str, Any]
+
+
+@attrs.frozen
+class _Form:
+    """A Prepared statement compiled once per dialect: SQL, bind and result processors."""
+
+    sql: str
+    binds: tuple[tuple[str, Any], ...]
+    keys: tuple[str, ...]
+    results: tuple[Any, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _form(build: Callable[[], Select[Any]], dialect: Dialect) -> _Form:
+    dialect_class: Any = type(dialect)
+    named = dialect_class(paramstyle="named")  # pg8000's prepare takes :name parameters
+    compiled: Any = build().compile(dialect=named)
+    binds = tuple(
+        (name, bind.type.dialect_impl(dialect).bind_processor(dialect))
+        for bind, name in compiled.bind_names.items()
+    )
+    columns = compiled._result_columns  # (key, name, objects, type) of each selected column
+    return _Form(
+        sql=compiled.string,
+        binds=binds,
+        keys=tuple(column[0] for column in columns),
+        results=tuple(
+            column[3].dialect_impl(dialect).result_processor(dialect, None) for column in columns
+        ),
+    )
+
+
+class _PreparedRow:
+    """A row of a Prepared statement as the record mappers read rows: ``_mapping``, attributes."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _run_prepared(connection: Connection, prepared: Prepared) -> list[Any]:
+    form = _form(prepared.build, connection.dialect)
+    values = {
+        name: prepared.values[name] if process is None else process(prepared.values[name])
+        for name, process in form.binds
+    }
+    rows = _driver.run_prepared(connection, form.sql, values)
+    return [
+        _PreparedRow(
+            {
+                key: value if process is None else process(value)
+                for key, process, value in zip(form.keys, form.results, row, strict=True)
+            }
+        )
+        for row in rows
+    ]
 
 
 def execute(
@@ -49,17 +129,25 @@ def execute(
 
 
 def fetch_optional(
-    connection: Connection, statement: Executable, into: Callable[..., R], **maps: Any
+    connection: Connection, statement: Executable | Prepared, into: Callable[..., R], **maps: Any
 ) -> R | None:
     """Run ``statement``; return its one row as a record, or None when it returns none."""
     with translated_errors(connection=connection, **maps):
-        row = connection.execute(statement).one_or_none()
+        if isinstance(statement, Prepared):
+            rows = _run_prepared(connection, statement)
+            if len(rows) > 1:
+                raise sa_exc.MultipleResultsFound(
+                    "Multiple rows were found when one or none was required"
+                )
+            row: Any = rows[0] if rows else None
+        else:
+            row = connection.execute(statement).one_or_none()
     return None if row is None else to_record(into, row)
 
 
 def fetch_one(
     connection: Connection,
-    statement: Executable,
+    statement: Executable | Prepared,
     into: Callable[..., R],
     *,
     missing: str,

@@ -3,7 +3,8 @@
 Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (queries._cell_copy; the
 text codec is casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids
 as ONE int[] array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per
-chunk, the input's order kept (the checks and chunking are queries._cell_lookup). Both talk to
+chunk, the input's order kept; a chunk of 30 ids or more comes back serialised by the server
+as one JSON text, parsed in C (the checks and chunking are queries._cell_lookup). Both talk to
 pg8000 through casdb._driver, which keeps the connection in step with the server whatever
 happens.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Insert,
     Integer,
     Select,
+    Text,
     bindparam,
     delete,
     func,
@@ -262,6 +264,27 @@ def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
     )
 
 
+def build_select_cells_json_by_ids(columns: Sequence[str]) -> Select[Any]:
+    """What :func:`build_select_cells_by_ids` selects, as ONE JSON text: an array of rows.
+
+    Each row is ``json_build_array(<columns>, cas_cell_index)``, aggregated in the order of
+    the array ``:ids`` (NULL when no id is found). The server serialises the rows and
+    ``json.loads`` parses them in C: jsonb columns arrive decoded inside the JSON, as pg8000
+    would decode them (the same text, the same parser). ``columns`` as there.
+    """
+    ids = (
+        func.unnest(bindparam("ids", type_=postgresql.ARRAY(Integer)))
+        .table_valued("id", with_ordinality="ord")
+        .render_derived(name="q")
+    )
+    wanted = [cells_cellinfo.c[name] for name in columns]
+    row = func.json_build_array(*wanted, cells_cellinfo.c.cas_cell_index)
+    rows = func.json_agg(postgresql.aggregate_order_by(row, ids.c.ord))
+    return select(rows.cast(Text)).select_from(
+        ids.join(cells_cellinfo, cells_cellinfo.c.cas_cell_index == ids.c.id)
+    )
+
+
 def build_reserve_indexes(table: str, count: int) -> Select[Any]:
     """SELECT the runs (first, last) of ``count`` new values of the table's index sequence.
 
@@ -302,7 +325,8 @@ def build_existing_indexes(table: str) -> Select[Any]:
 
 def _lookup(connection: Connection, names: tuple[str, ...]) -> Lookup[CellMetadata]:
     statement = compiled_sql(build_select_cells_by_ids, names, connection.dialect)
-    return Lookup(statement, names, CellMetadata)
+    bulk = compiled_sql(build_select_cells_json_by_ids, names, connection.dialect)
+    return Lookup(statement, names, CellMetadata, bulk)
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,12 +10,23 @@ from typing import Any, Final
 import attrs
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, Insert, Row, Select, Update, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Insert,
+    Row,
+    Select,
+    Update,
+    bindparam,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from casdb._checks import check_int, check_optional_time, check_text, row_exists, values_where
 from casdb.errors import AlreadyExists, AuthenticationError, InvalidInput, NotFound
 from casdb.queries._rows import (
+    Prepared,
     fetch_all,
     fetch_one,
     fetch_optional,
@@ -104,13 +115,17 @@ def build_create_user_key(values: dict[str, Any]) -> Insert:
     )
 
 
-def build_key_for_authentication(key_locator: uuid.UUID) -> Select[Any]:
+def build_key_for_authentication(key_locator: uuid.UUID | BindParameter[Any]) -> Select[Any]:
     """SELECT a key, its hash and its owner's active flag in one query."""
     return (
         select(*_KEY_COLUMNS, users_userkey.c.key_hash, users_user.c.active.label("user_active"))
         .join(users_user, users_user.c.id == users_userkey.c.user_id)
         .where(users_userkey.c.key_locator == key_locator)
     )
+
+
+def _prepared_key_for_authentication() -> Select[Any]:
+    return build_key_for_authentication(bindparam("key_locator"))
 
 
 def build_deactivate_user_key(key_locator: uuid.UUID) -> Update:
@@ -166,7 +181,7 @@ def get_key_for_authentication(
 
     Raises NotFound for an unknown locator, InvalidInput for one that is not a UUID.
     """
-    statement = build_key_for_authentication(_locator(key_locator))
+    statement = Prepared(_prepared_key_for_authentication, {"key_locator": _locator(key_locator)})
     return fetch_one(
         connection, statement, key_for_authentication_from_row, missing="no key with this locator"
     )

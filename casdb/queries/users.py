@@ -6,7 +6,18 @@ import datetime as dt
 from typing import Any, Final
 
 import attrs
-from sqlalchemy import Connection, Insert, Row, Select, Update, case, func, select, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Row,
+    Select,
+    Update,
+    bindparam,
+    case,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from casdb._checks import (
@@ -18,6 +29,7 @@ from casdb._checks import (
     check_time,
 )
 from casdb.queries._rows import (
+    Prepared,
     fetch_all,
     fetch_created,
     fetch_one,
@@ -219,17 +231,27 @@ def create_user(
     return fetch_created(connection, build_create_user(values), User, field="email")
 
 
+def build_select_user_by_id() -> Select[Any]:
+    """SELECT one user by ``:user_id`` (a prepared statement's shape: the value bound later)."""
+    return build_select_users().where(users_user.c.id == bindparam("user_id"))
+
+
+def build_select_user_by_email() -> Select[Any]:
+    """SELECT one user by ``:email`` (a prepared statement's shape: the value bound later)."""
+    return build_select_users().where(users_user.c.email == bindparam("email"))
+
+
 def get_user(connection: Connection, *, user_id: int) -> User:
     """Return the user with ``user_id``. Raises NotFound, or InvalidInput for a bad id."""
     user_id = check_int("user_id", user_id)
-    statement = build_select_users().where(users_user.c.id == user_id)
+    statement = Prepared(build_select_user_by_id, {"user_id": user_id})
     return fetch_one(connection, statement, User, missing=f"no user with id {user_id}")
 
 
 def get_user_by_email(connection: Connection, *, email: str) -> User:
     """Return the user whose email is exactly ``email``. Raises NotFound or InvalidInput."""
     email = check_text("email", email)
-    statement = build_select_users().where(users_user.c.email == email)
+    statement = Prepared(build_select_user_by_email, {"email": email})
     return fetch_one(connection, statement, User, missing="no user with this email")
 
 
