@@ -20,6 +20,8 @@ from casdb import AlreadyExists, InvalidInput, NotFound, _copy_text
 from casdb.queries import _cell_copy, cells
 from casdb.queries.cells import Cell, Feature
 from casdb.tables import cells_cellinfo, cells_featureinfo
+from casdb.testing._values import int32, json_documents, json_objects, text255
+from casdb.testing.strategies import _cell_optional
 from tests.conftest import rolled_back
 from tests.strategies import aware_times, characters, statements_sent
 
@@ -31,71 +33,9 @@ REQUIRED_CELL = {"cas_cell_index", "cas_ingest_id", "cell_type"}
 
 # -- strategies ------------------------------------------------------------------------------
 
-# Strings that COPY's text format must escape, or that look like its markers.
-TRICKY = [
-    "",
-    "\\N",
-    "\\",
-    "\\\\N",
-    "\t",
-    "\n",
-    "\r",
-    "\r\n",
-    "a\tb\nc\\d",
-    "\\.",
-    '"q"',
-    "'",
-    "NULL",
-    "\\x41",
-    "é ü 漢字 🧬",
-    "\u2028",
-    "\x01\x7f",
-]
-text255 = (
-    st.sampled_from(TRICKY)
-    | st.text(characters, max_size=30)
-    | st.text(st.sampled_from("\\\t\n\rxé"), max_size=255)
-    | st.text(characters, min_size=255, max_size=255)
-)
-int32 = st.sampled_from([INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]) | (
-    st.integers(INT32_MIN, INT32_MAX)
-)
-json_text = st.sampled_from(TRICKY) | st.text(characters, max_size=20)
-# jsonb stores numbers as numeric: floats within +-1e15 come back equal (larger ones may return
-# as ints whose value is the decimal the float printed as, which is not the float).
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**20), 10**20)
-    | json_text
-    | st.floats(-1e15, 1e15, allow_nan=False, allow_infinity=False)
-)
-json_documents = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(json_text, inner, max_size=4),
-    max_leaves=12,
-)
-json_objects = st.dictionaries(json_text, json_documents, max_size=5)
-
-
-def _optional_cell_fields() -> dict[str, st.SearchStrategy[Any]]:
-    fields: dict[str, st.SearchStrategy[Any]] = {}
-    for name in CELL_FIELDS:
-        if name in REQUIRED_CELL:
-            continue
-        if name == "obs_metadata_extra":
-            fields[name] = st.none() | json_objects | json_documents
-        elif name == "is_primary_data":
-            fields[name] = st.none() | st.booleans()
-        elif name == "total_mrna_umis":
-            fields[name] = st.none() | int32
-        else:
-            fields[name] = st.none() | text255
-    return fields
-
-
 # A cell without its ids: optional keys may be left out (the table's defaults then apply).
-cell_bodies = st.fixed_dictionaries({"cell_type": text255}, optional=_optional_cell_fields())
+# (the test kit's own strategies: casdb.testing)
+cell_bodies = st.fixed_dictionaries({"cell_type": text255}, optional=_cell_optional())
 feature_bodies = st.fixed_dictionaries(
     {"original_feature_id": text255, "feature_name": text255},
     optional={
