@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import inspect
-import math
 import types
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,11 +20,11 @@ from sqlalchemy import Connection, Engine, text
 from casdb import CasdbError, InvalidInput, UserActivityEvent
 from casdb.queries import activity, cells, keys, ml_models, quotas, users
 from casdb.tables import metadata
+from casdb.testing.strategies import hostile
 from tests.conftest import rolled_back
 from tests.strategies import aware_times, emails, nonempty255, statements_sent
 
 SQL_INJECTION = "'; drop table users_user; --"
-TEN_MB = "x" * (10 * 1024 * 1024)
 
 
 def _nested(depth: int, leaf: Callable[[Any], Any]) -> Any:
@@ -92,25 +91,8 @@ SPECIAL: list[Any] = [
     dt.datetime(2024, 1, 1, tzinfo=_BadOffset(dt.timedelta(hours=30))),
 ]
 
-hostile = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.sampled_from([2**31, -(2**31) - 1, 2**63, -1, 10**100]),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.just(math.nan),
-    st.text(),
-    st.text(st.sampled_from("\x00\t\n\\'\"%;")),
-    st.just(SQL_INJECTION),
-    st.just(TEN_MB),
-    st.datetimes(),
-    st.datetimes(timezones=st.timezones()),
-    st.uuids(),
-    st.binary(max_size=20),
-    st.lists(st.integers(), max_size=3),
-    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
-    st.sampled_from(["SUCCEEDED", "succeeded", "id", "cell_type; --"]),
-)  # not SPECIAL: Hypothesis itself cannot print some of them (test_special_values does them)
+# hostile: the test kit's (casdb.testing.strategies); not SPECIAL, which Hypothesis itself
+# cannot print (test_special_values does those)
 
 
 _VALID_OF: dict[int, st.SearchStrategy[Any]] = {}

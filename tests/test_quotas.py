@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -43,6 +44,22 @@ offsets = st.one_of(
     st.integers(-15 * 24 * 60, 24 * 60).map(lambda m: dt.timedelta(minutes=m)),
     st.sampled_from([dt.timedelta(0), dt.timedelta(microseconds=1), dt.timedelta(days=-7)]),
 )
+
+
+def _log(
+    conn: Connection, user_id: int, request: str | None, cells: int, event: Any, at: dt.datetime
+) -> None:
+    """One activity row of model "m" (what the quota rules read)."""
+    activity.log_user_activity(
+        conn,
+        user_id=user_id,
+        model_name="m",
+        method=None,
+        cell_count=cells,
+        event=event,
+        request_id=request,
+        finished_time=at,
+    )
 
 
 @given(
@@ -89,17 +106,8 @@ def test_matches_reference(
             lifetime_cell_quota=lifetime,
             cells_processed=legacy_cells,
         )
-        for request, cells, event, finished in rows:
-            activity.log_user_activity(
-                conn,
-                user_id=user.id,
-                model_name="m",
-                method=None,
-                cell_count=cells,
-                event=event,
-                request_id=request,
-                finished_time=finished,
-            )
+        for row in rows:
+            _log(conn, user.id, *row)
         this_week = reference_this_week(rows, signup, now)
         assert quotas.cells_processed_this_week(conn, user_id=user.id, now=now) == this_week
 
@@ -146,16 +154,7 @@ def test_failed_request_counts_zero_and_started_only_counts(conn: Connection) ->
         ("c", 7, "STARTED"),
         (None, 1000, "SUCCEEDED"),
     ]:
-        activity.log_user_activity(
-            conn,
-            user_id=user.id,
-            model_name="m",
-            method=None,
-            cell_count=cells,
-            event=event,
-            request_id=request,
-            finished_time=at,
-        )
+        _log(conn, user.id, request, cells, event, at)
     assert quotas.cells_processed_this_week(conn, user_id=user.id, now=now) == 107
 
 
