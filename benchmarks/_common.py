@@ -14,7 +14,7 @@ import contextlib
 import resource
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -166,6 +166,45 @@ def best_of(
             flush=True,
         )
     return min(times)
+
+
+def interleaved(
+    runs: Mapping[str, Callable[[], Any]],
+    *,
+    repeat: int,
+    loops: int = 1,
+    after: Callable[[], Any] | None = None,
+    check: Callable[[str, Any], None] | None = None,
+) -> dict[str, float]:
+    """The best seconds per call of each run: ``repeat`` rounds, each running every method in
+    turn for ``loops`` calls (so that a change in the machine's load hits them all alike).
+
+    ``after`` runs untimed after each method's round (a rollback); ``check(name, result)``
+    gets the last result of each method's first round, after its clock stopped.
+    """
+    best: dict[str, float] = {}
+    for attempt in range(repeat):
+        for name, run in runs.items():
+            result = None
+            started = time.perf_counter()
+            for _ in range(loops):
+                result = run()
+            elapsed = (time.perf_counter() - started) / loops
+            if after is not None:
+                after()
+            if check is not None and attempt == 0:
+                check(name, result)
+            del result
+            best[name] = min(best.get(name, elapsed), elapsed)
+    return best
+
+
+def analyze_cells(engine: Engine) -> None:
+    """VACUUM ANALYZE the cells table (after a fill: lookups plan with fresh statistics)."""
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(
+            "VACUUM ANALYZE cells_cellinfo"
+        )
 
 
 def peak_rss_mb() -> float:

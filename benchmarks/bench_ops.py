@@ -35,7 +35,6 @@ import argparse
 import contextlib
 import datetime as dt
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -332,15 +331,11 @@ def measure(
                                 proxy, run, rt_calls
                             )
                             target.rollback()
-                    for _ in range(repeat):
-                        for name, run in runs.items():
-                            started = time.perf_counter()
-                            for _ in range(results.loops[mode]):
-                                run()
-                            elapsed = (time.perf_counter() - started) / results.loops[mode]
-                            target.rollback()
-                            key = (mode, operation.name, name)
-                            results.seconds[key] = min(results.seconds.get(key, elapsed), elapsed)
+                    best = _common.interleaved(
+                        runs, repeat=repeat, loops=results.loops[mode], after=target.rollback
+                    )
+                    for name, seconds in best.items():
+                        results.seconds[(mode, operation.name, name)] = seconds
                     print(f"  {operation.name} done", flush=True)
     results.methods = [name for name in results.methods if name not in results.skipped]
     return results

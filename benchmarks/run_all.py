@@ -1,0 +1,284 @@
+"""Every figure of the README's performance section, side by side in one run, in one table.
+
+    python -m benchmarks.run_all              # ~6-10 minutes on 2 cores
+    python -m benchmarks.run_all --quick      # small sizes: a smoke run of a few seconds
+
+(``PYTHONPATH=. python benchmarks/run_all.py`` works too: the benchmarks are a package run from
+the repository root, and nothing edits ``sys.path``.)
+
+One database (a throwaway embedded PostgreSQL, or ``--url``), in this order:
+
+* ingest      bench_ingest's casdb ``insert_cells`` (a child process per run) vs raw pg8000
+              COPY of pre-rendered text, ``--ingest-rows`` rows.
+* lookups     bench_lookup's methods on the ``--cells`` cells the ingest left (the same
+              deterministic rows; filled anew when the sizes differ): ``--ids`` ids and 10 ids,
+              5 columns and all 24; casdb ``get_cell_metadata_by_ids`` and
+              ``iter_cell_metadata_by_ids`` vs the hand-written raw pg8000 query, and the
+              replaced temp-table path vs casdb.
+* small ops   bench_ops: the seven hot operations, casdb vs raw pg8000 ``cursor.execute`` and
+              vs psycopg 3, directly and through the latency proxy, with round trips counted.
+
+Then ONE table: name, casdb's time, the baseline's, casdb / baseline (a time ratio: below 1 is
+casdb faster), the target and whether it is met. Each section can be left out (``--only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from benchmarks import _common, bench_ingest, bench_lookup, bench_ops
+from casdb.queries import cells
+
+SECTIONS = ("ingest", "lookups", "ops")
+SMALL_IDS = 10
+
+
+@dataclass
+class Ratio:
+    """One line of the table: casdb's time and a baseline's, and the target for their ratio."""
+
+    name: str
+    casdb: float  # seconds (per call for the small operations and the small lookups)
+    baseline: float
+    baseline_name: str
+    target: float | None  # the largest casdb / baseline time ratio that meets it
+    target_note: str = ""
+    unit: str = "ms"  # how the times are printed: "s", "ms" or "µs"
+
+    @property
+    def ratio(self) -> float:
+        return self.casdb / self.baseline
+
+    @property
+    def met(self) -> str:
+        if self.target is None:
+            return ""
+        return "yes" if self.ratio <= self.target else "NO"
+
+
+@dataclass
+class Sizes:
+    ingest_rows: int
+    cells: int
+    ids: int
+    small_loops: int
+    ops_loops: int
+    latency_loops: int
+    repeat: int
+
+
+def sizes(args: argparse.Namespace) -> Sizes:
+    if args.quick:
+        return Sizes(4_000, 4_000, 2_000, 20, 40, 20, 1)
+    return Sizes(
+        args.ingest_rows,
+        args.cells,
+        args.ids,
+        args.small_loops,
+        args.loops,
+        args.latency_loops,
+        args.repeat,
+    )
+
+
+def run_ingest(engine: Engine, size: Sizes) -> list[Ratio]:
+    """bench_ingest's casdb and raw-copy methods; leaves the last run's rows in the table."""
+    print(f"\n== ingest: {size.ingest_rows:,} rows, best of {size.repeat}", flush=True)
+    args = argparse.Namespace(rows=size.ingest_rows, repeat=size.repeat)
+    raw = bench_ingest.suite.methods["raw-copy"](engine, args)
+    casdb = bench_ingest.suite.methods["casdb"](engine, args)
+    return [
+        Ratio(
+            f"ingest {size.ingest_rows:,} rows",
+            casdb,
+            raw,
+            "raw pg8000 COPY",
+            1.25,
+            "(>= 0.8x raw rows/s)",
+            "s",
+        )
+    ]
+
+
+def run_lookups(engine: Engine, size: Sizes, *, filled: bool) -> list[Ratio]:
+    """bench_lookup's methods at --ids and at 10 ids, 5 columns and all 24."""
+    if filled:
+        with engine.connect() as conn:
+            filled = cells.count_cells(conn) == size.cells
+    if filled:
+        _common.analyze_cells(engine)
+        print(f"\n== lookups on the {size.cells:,} cells the ingest left", flush=True)
+    else:
+        print(f"\n== lookups: filling {size.cells:,} cells", flush=True)
+        bench_lookup.fill(engine, size.cells)
+    rng = random.Random(20241125)  # bench_lookup's seed and draw: ids in [0, 1.1 N)
+    many = [rng.randrange(int(size.cells * 1.1)) for _ in range(size.ids)]
+    few = [rng.randrange(size.cells) for _ in range(SMALL_IDS)]
+    widths = {
+        "5 columns": bench_lookup.DEFAULT_COLUMNS.split(","),
+        "24 columns": list(cells.CELL_COLUMN_NAMES),
+    }
+    methods = bench_lookup.suite.methods
+    found: list[Ratio] = []
+    with engine.connect() as conn:
+        for ids, loops, names in (
+            (many, 1, ("casdb", "casdb-iter", "hand-written", "temp-table")),
+            (few, size.small_loops, ("casdb", "casdb-iter", "hand-written")),
+        ):
+            for width, columns in widths.items():
+                label = f"lookup {len(ids):,} ids, {width}"
+                print(f"  {label}: {', '.join(names)}", flush=True)
+                runs = _lookup_runs(methods, names, conn, ids, columns)
+                best = _common.interleaved(
+                    runs,
+                    repeat=size.repeat,
+                    loops=loops,
+                    after=conn.rollback,
+                    check=_same_rows(columns),
+                )
+                big = ids is many
+                target, note = (0.67, "(1.5x faster)") if big else (1.05, "(as fast as before)")
+                unit = "ms" if big else "µs"
+                for name in ("casdb", "casdb-iter"):
+                    found.append(
+                        Ratio(
+                            f"{label}: {name.replace('casdb-iter', 'iter')}",
+                            best[name],
+                            best["hand-written"],
+                            "hand-written raw pg8000",
+                            target,
+                            note,
+                            unit,
+                        )
+                    )
+                if "temp-table" in best:
+                    found.append(
+                        Ratio(
+                            f"{label}: casdb vs temp table",
+                            best["casdb"],
+                            best["temp-table"],
+                            "replaced temp-table path",
+                            0.33,
+                            "(3x faster)",
+                        )
+                    )
+    return found
+
+
+def _lookup_runs(
+    methods: dict[str, Any], names: tuple[str, ...], conn: Any, ids: list[int], columns: list[str]
+) -> dict[str, Callable[[], Any]]:
+    return {name: (lambda m=methods[name]: m(conn, ids, columns)) for name in names}
+
+
+def _same_rows(columns: list[str]) -> Callable[[str, Any], None]:
+    expected: list[Any] = []
+
+    def check(name: str, result: Any) -> None:
+        got = [bench_lookup._as_tuple(item, columns) for item in result]
+        if not expected:
+            expected.extend(got)
+        assert got == expected, f"lookup: {name} disagrees with the first method"
+
+    return check
+
+
+def run_ops(engine: Engine, size: Sizes, args: argparse.Namespace) -> list[Ratio]:
+    print("\n== small operations (bench_ops)", flush=True)
+    results = bench_ops.measure(
+        engine,
+        loops=size.ops_loops,
+        latency_loops=size.latency_loops,
+        repeat=size.repeat,
+        latency_ms=args.latency_ms,
+    )
+    bench_ops.print_tables(results)
+    found: list[Ratio] = []
+    for mode in bench_ops.MODES:
+        how = "direct" if mode == "direct" else f"+{args.latency_ms:g} ms"
+        for operation in results.operations:
+            casdb = results.seconds[(mode, operation, "casdb")]
+            for baseline, label, target in (
+                ("raw-execute", "pg8000 cursor.execute", bench_ops.TARGET_RATIO),
+                ("psycopg", "psycopg 3", None),
+            ):
+                if baseline in results.methods:
+                    trips = "/".join(
+                        f"{results.round_trips[(operation, name)]:.0f}"
+                        for name in ("casdb", baseline)
+                    )
+                    name = f"{operation}, {how}, {trips} round trips"
+                    theirs = results.seconds[(mode, operation, baseline)]
+                    found.append(Ratio(name, casdb, theirs, label, target, unit="µs"))
+    return found
+
+
+def print_table(ratios: list[Ratio]) -> None:
+    print("\ncasdb / baseline (time ratios measured side by side in this run; below 1 is faster):")
+    name_width = max(len(ratio.name) for ratio in ratios)
+    base_width = max(len(ratio.baseline_name) for ratio in ratios)
+    print(
+        f"  {'name':{name_width}s}  {'casdb':>10s}  {'baseline':{base_width}s}  {'time':>10s}"
+        f"  {'ratio':>7s}  {'target':<30s} met?"
+    )
+    for ratio in ratios:
+        target = "" if ratio.target is None else f"<= {ratio.target:.2f}x {ratio.target_note}"
+        print(
+            f"  {ratio.name:{name_width}s}  {_time(ratio.casdb, ratio.unit):>10s}  "
+            f"{ratio.baseline_name:{base_width}s}  {_time(ratio.baseline, ratio.unit):>10s}  "
+            f"{ratio.ratio:6.2f}x  {target:<30s} {ratio.met}"
+        )
+
+
+def _time(seconds: float, unit: str) -> str:
+    if unit == "s":
+        return f"{seconds:.2f} s"
+    if unit == "ms":
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    _common.add_common_arguments(parser)
+    bench_ops.add_arguments(parser)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    parser.add_argument("--ingest-rows", type=int, default=1_000_000)
+    parser.add_argument("--cells", type=int, default=1_000_000, help="cells the lookups read")
+    parser.add_argument("--ids", type=int, default=100_000, help="ids of the large lookups")
+    parser.add_argument(
+        "--small-loops", type=int, default=300, help="calls per round of the 10-id lookups"
+    )
+    args = parser.parse_args(argv)
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(wanted) - set(SECTIONS)):
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    size = sizes(args)
+    started = time.perf_counter()
+    print(f"run_all{' --quick' if args.quick else ''}: {size}; cpus: {os.cpu_count()}", flush=True)
+    ratios: list[Ratio] = []
+    with _common.database(args.url) as engine:
+        if "ingest" in wanted:
+            ratios += run_ingest(engine, size)
+        if "lookups" in wanted:
+            filled = "ingest" in wanted and size.ingest_rows == size.cells
+            ratios += run_lookups(engine, size, filled=filled)
+        if "ops" in wanted:
+            ratios += run_ops(engine, size, args)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("TRUNCATE cells_cellinfo")
+    print_table(ratios)
+    print(f"\n(all figures in {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
