@@ -84,8 +84,10 @@ def test_bench_ops_counts_one_round_trip_per_prepared_operation(engine: Engine) 
 
 @pytest.mark.timeout(600)
 def test_run_all_quick_prints_one_table_of_every_ratio(engine: Engine) -> None:
-    output = _run("benchmarks.run_all", engine, "--quick", "--rt-calls", "5")
+    output = _run("benchmarks.run_all", engine, "--quick", "--rt-calls", "5", "--markdown")
     rows = _table(output, "casdb / baseline")
+    markdown = [line for line in output.splitlines() if line.startswith("| ")]
+    assert len(markdown) == len(rows) + 1  # the header, then the same rows
     names = [row[0] for row in rows]
     assert names[0].startswith("ingest ")
     for ids in ("2,000 ids", "10 ids"):
