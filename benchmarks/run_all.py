@@ -52,6 +52,12 @@ class Ratio:
     target: float | None  # the largest casdb / baseline time ratio that meets it
     target_note: str = ""
     unit: str = "ms"  # how the times are printed: "s", "ms" or "µs"
+    round_trips: str = ""  # small operations: per call, casdb / the baseline / psycopg
+    psycopg: float | None = None  # small operations: psycopg 3's time, what users would pick
+
+    @property
+    def psycopg_ratio(self) -> str:
+        return "" if self.psycopg is None else f"{self.casdb / self.psycopg:.2f}x"
 
     @property
     def ratio(self) -> float:
@@ -222,49 +228,65 @@ def run_ops(engine: Engine, size: Sizes, args: argparse.Namespace) -> list[Ratio
     bench_ops.print_tables(results)
     found: list[Ratio] = []
     for mode in bench_ops.MODES:
-        how = "direct" if mode == "direct" else f"+{args.latency_ms:g} ms"
+        how = "direct" if mode == "direct" else f"+{args.latency_ms:g} ms each way"
         for operation in results.operations:
-            casdb = results.seconds[(mode, operation, "casdb")]
-            for baseline, label, target in (
-                ("raw-execute", "pg8000 cursor.execute", bench_ops.TARGET_RATIO),
-                ("psycopg", "psycopg 3", None),
-            ):
-                if baseline in results.methods:
-                    trips = "/".join(
-                        f"{results.round_trips[(operation, name)]:.0f}"
-                        for name in ("casdb", baseline)
+            seconds = {name: results.seconds[(mode, operation, name)] for name in results.methods}
+            trips = " / ".join(
+                f"{results.round_trips[(operation, name)]:.0f}"
+                for name in ("casdb", "raw-execute", "psycopg")
+                if name in results.methods
+            )
+            if "casdb" in seconds and "raw-execute" in seconds:
+                found.append(
+                    Ratio(
+                        f"{operation}, {how}",
+                        seconds["casdb"],
+                        seconds["raw-execute"],
+                        "pg8000 cursor.execute",
+                        bench_ops.TARGET_RATIO,
+                        unit="µs",
+                        round_trips=trips,
+                        psycopg=seconds.get("psycopg"),
                     )
-                    name = f"{operation}, {how}, {trips} round trips"
-                    theirs = results.seconds[(mode, operation, baseline)]
-                    found.append(Ratio(name, casdb, theirs, label, target, unit="µs"))
+                )
     return found
 
 
 def print_table(ratios: list[Ratio], *, markdown: bool = False) -> None:
     """The one table (and, with ``markdown``, the same as the README's Markdown table)."""
-    print("\ncasdb / baseline (time ratios measured side by side in this run; below 1 is faster):")
+    print(
+        "\ncasdb / baseline (time ratios measured side by side in this run; below 1 is faster;"
+        "\nround trips per call: casdb / the baseline / psycopg 3):"
+    )
     name_width = max(len(ratio.name) for ratio in ratios)
     base_width = max(len(ratio.baseline_name) for ratio in ratios)
     print(
         f"  {'name':{name_width}s}  {'casdb':>10s}  {'baseline':{base_width}s}  {'time':>10s}"
-        f"  {'ratio':>7s}  {'target':<30s} met?"
+        f"  {'ratio':>7s}  {'target':<30s}  {'met?':4s}  {'round trips':11s}  "
+        f"{'psycopg 3':>10s}  {'ratio':>7s}"
     )
     for ratio in ratios:
         target = "" if ratio.target is None else f"<= {ratio.target:.2f}x {ratio.target_note}"
+        psycopg = "" if ratio.psycopg is None else _time(ratio.psycopg, ratio.unit)
         print(
             f"  {ratio.name:{name_width}s}  {_time(ratio.casdb, ratio.unit):>10s}  "
             f"{ratio.baseline_name:{base_width}s}  {_time(ratio.baseline, ratio.unit):>10s}  "
-            f"{ratio.ratio:6.2f}x  {target:<30s} {ratio.met}"
+            f"{ratio.ratio:6.2f}x  {target:<30s}  {ratio.met:4s}  {ratio.round_trips:11s}  "
+            f"{psycopg:>10s}  {ratio.psycopg_ratio:>7s}"
         )
     if markdown:
-        print("\n| name | casdb | baseline | time | casdb / baseline | target | met? |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "\n| name | casdb | baseline | time | casdb / baseline | target | met? "
+            "| round trips | psycopg 3 | casdb / psycopg |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for ratio in ratios:
             target = "" if ratio.target is None else f"<= {ratio.target:.2f}x"
+            psycopg = "" if ratio.psycopg is None else _time(ratio.psycopg, ratio.unit)
             print(
                 f"| {ratio.name} | {_time(ratio.casdb, ratio.unit)} | {ratio.baseline_name} | "
                 f"{_time(ratio.baseline, ratio.unit)} | **{ratio.ratio:.2f}x** | {target} | "
-                f"{ratio.met} |"
+                f"{ratio.met} | {ratio.round_trips} | {psycopg} | {ratio.psycopg_ratio} |"
             )
 
 

@@ -46,11 +46,13 @@ def _run(module: str, engine: Engine, *options: str) -> str:
 
 
 def _table(output: str, title: str) -> list[list[str]]:
-    """The rows (split on 2+ spaces) of the block printed under the line starting ``title``."""
+    """The rows (split on 2+ spaces) of the table printed under the line starting ``title``,
+    below its (indented) header line."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    header = next(i for i in range(start, len(lines)) if lines[i].startswith("  "))
     rows = []
-    for line in lines[start + 2 :]:
+    for line in lines[header + 1 :]:
         if not line.strip():
             break
         rows.append(re.split(r"\s{2,}", line.strip()))
@@ -95,12 +97,19 @@ def test_run_all_quick_prints_one_table_of_every_ratio(engine: Engine) -> None:
             assert f"lookup {ids}, {width}: casdb" in names
             assert f"lookup {ids}, {width}: iter" in names
     for operation in OPERATIONS:
-        for how in ("direct", "+0.5 ms"):
-            found = [row for row in rows if row[0].startswith(f"{operation}, {how}, ")]
-            assert [row[2] for row in found] == ["pg8000 cursor.execute", "psycopg 3"], found
+        for how in ("direct", "+0.5 ms each way"):
+            (row,) = [row for row in rows if row[0] == f"{operation}, {how}"]
+            assert row[2] == "pg8000 cursor.execute" and row[5].startswith("<= 0.50x"), row
+            assert row[6] in ("yes", "NO"), row
+            casdb, execute, psycopg = (int(trips) for trips in row[7].split(" / "))
+            assert execute in (2, 3) and psycopg == 1, row
+            if operation in PREPARED:
+                assert casdb == 1, row
+            psycopg_time = float(row[8].split()[0])
+            assert float(row[9].removesuffix("x")) == pytest.approx(
+                float(row[1].split()[0]) / psycopg_time, rel=0.1
+            )
     for row in rows:
         casdb, baseline = (float(row[i].split()[0]) for i in (1, 3))
         ratio = float(row[4].removesuffix("x"))
         assert casdb > 0 and baseline > 0 and ratio == pytest.approx(casdb / baseline, rel=0.1)
-        if row[2] == "pg8000 cursor.execute":
-            assert row[5].startswith("<= 0.50x") and row[6] in ("yes", "NO"), row
