@@ -15,7 +15,16 @@ import reprlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, exists, literal, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    exists,
+    literal,
+    select,
+)
 from sqlalchemy import exc as sa_exc
 
 from casdb.errors import AlreadyExists, CasdbError, DatabaseError, InvalidInput, NotFound
@@ -207,10 +216,17 @@ def values_where(
 
     ``INSERT ... SELECT`` of this checks a parent row instead of letting a foreign key fail:
     a missing parent inserts no row rather than raising, so the caller's transaction stays
-    usable.
+    usable. A value may be a ``bindparam`` (a prepared statement's shape), bound later.
     """
     return select(
-        *[literal(value, type_=table.c[name].type).label(name) for name, value in values.items()]
+        *[
+            (
+                value
+                if isinstance(value, BindParameter)
+                else literal(value, type_=table.c[name].type)
+            ).label(name)
+            for name, value in values.items()
+        ]
     ).where(condition)
 
 
