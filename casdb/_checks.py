@@ -240,6 +240,9 @@ def row_exists(table: Table, column: str, value: object) -> ColumnElement[bool]:
 # server ending the session (admin shutdown, crash, not accepting connections yet).
 _RETRYABLE: Final = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
 
+PLAN_CHANGED: Final = "cached plan must not change result type"
+"""The server's refusal of a prepared statement whose table changed (SQLSTATE 0A000)."""
+
 
 def server_fields(error: BaseException) -> dict[str, str]:
     """The fields of the server's ErrorResponse behind ``error`` (pg8000 puts them in
@@ -292,7 +295,9 @@ def _database_error(
     lost = error.connection_invalidated or ended
     if lost:
         _invalidate(connection, error)
-    retryable = lost or code in _RETRYABLE
+    # A prepared statement whose table changed: casdb prepares it afresh on the next call.
+    replanned = code == "0A000" and PLAN_CHANGED in fields.get("M", "")
+    retryable = lost or replanned or code in _RETRYABLE
     return DatabaseError(
         f"database error: {server_message(error)}", sqlstate=code, retryable=retryable
     )

@@ -30,6 +30,7 @@ import pg8000.exceptions
 from sqlalchemy import Connection, NestedTransaction
 from sqlalchemy import exc as sa_exc
 
+from casdb._checks import PLAN_CHANGED
 from casdb._copy_text import ABORT_COPY
 from casdb.errors import InvalidInput
 
@@ -156,7 +157,7 @@ PREPARED_PER_CONNECTION = 64
 are closed first)."""
 
 _CACHE_KEY = "casdb.prepared_statements"
-_PLAN_CHANGED = "cached plan must not change result type"
+_GONE = "26000"  # invalid_sql_statement_name: deallocated behind casdb (DEALLOCATE, DISCARD)
 
 
 def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> list[Any]:
@@ -166,10 +167,11 @@ def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> li
     is Bind/Execute only (one round trip, no paramstyle scan). The cache lives in the pooled
     connection's ``info``, which SQLAlchemy clears when the connection is invalidated or
     replaced, so a statement never outlives its server session. A statement whose table
-    changed under it ("cached plan must not change result type", after a migration) is
-    prepared again and run once more when that costs the caller nothing (AUTOCOMMIT, or the
-    statement was the first of its transaction, which is then rolled back and begun anew);
-    mid-transaction the error is raised (the transaction is aborted, as by any error) and the
+    changed under it ("cached plan must not change result type", after a migration) or that
+    the session no longer has (``DEALLOCATE ALL``, ``DISCARD ALL``) is prepared again and run
+    once more when that costs the caller nothing (AUTOCOMMIT, or the statement was the first
+    of its transaction, which is then rolled back and begun anew); mid-transaction the error
+    is raised (the transaction is aborted, as by any error; casdb marks it retryable) and the
     next call prepares afresh. Returns pg8000's rows. Raises what :func:`_on_driver` raises.
     """
     with _on_driver(connection, sql) as driver_connection:
@@ -181,7 +183,7 @@ def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> li
         try:
             return list(_prepared(cache, driver_connection, sql).run(**values))
         except pg8000.exceptions.DatabaseError as error:
-            if not (_answered_by_server(error) and _PLAN_CHANGED in str(error.args[0].get("M"))):
+            if not _statement_stale(error):
                 raise
             del cache[sql]
             if not fresh:
@@ -189,6 +191,14 @@ def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> li
             if not driver_connection.autocommit:
                 driver_connection.rollback()  # only this statement ran in it
             return list(_prepared(cache, driver_connection, sql).run(**values))
+
+
+def _statement_stale(error: pg8000.exceptions.DatabaseError) -> bool:
+    """Whether the server refused a cached statement itself (not the values or the data)."""
+    if not _answered_by_server(error):
+        return False
+    fields = error.args[0]
+    return fields.get("C") == _GONE or PLAN_CHANGED in str(fields.get("M"))
 
 
 def _statement_cache(connection: Connection, driver_connection: Any) -> dict[str, Any]:
