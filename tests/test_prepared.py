@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,7 +32,7 @@ from casdb.tables import users_user
 from casdb.testing import strategies
 from casdb.testing.factories import make_model
 from tests.conftest import rolled_back
-from tests.faultproxy import fault_proxy
+from tests.faultproxy import FaultProxy, fault_proxy
 from tests.strategies import statements_sent
 
 
@@ -263,26 +264,33 @@ def _server_statements(conn: Connection) -> int:
     return int(conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar_one())
 
 
+@contextlib.contextmanager
+def _through_a_proxy(engine: Engine) -> Iterator[tuple[FaultProxy, Engine]]:
+    """A fault proxy in front of ``engine``'s server, and a pool of one through it."""
+    with fault_proxy(engine.url) as proxy:
+        proxied = sqlalchemy.create_engine(proxy.url(engine.url), pool_size=1)
+        try:
+            yield proxy, proxied
+        finally:
+            proxied.dispose()
+
+
 def test_a_reset_connection_takes_its_cache_along(own_engine: Engine) -> None:
     with own_engine.begin() as conn:
         user, _key = _user_and_key(conn)
-    with fault_proxy(own_engine.url) as proxy:
-        proxied = sqlalchemy.create_engine(proxy.url(own_engine.url), pool_size=1)
-        try:
-            with proxied.connect() as conn:
-                assert users.get_user(conn, user_id=user.id) == user
-                first_pid = _backend_pid(conn)
-                conn.rollback()
-                proxy.reset()
-                with pytest.raises(DatabaseError) as raised:
-                    users.get_user(conn, user_id=user.id)
-                assert raised.value.retryable and conn.invalidated
-                conn.rollback()
-                assert users.get_user(conn, user_id=user.id) == user  # prepared on the new one
-                assert _backend_pid(conn) != first_pid
-                assert _driver.prepared_count(conn) == 1 == _server_statements(conn)
-        finally:
-            proxied.dispose()
+    with _through_a_proxy(own_engine) as (proxy, proxied):
+        with proxied.connect() as conn:
+            assert users.get_user(conn, user_id=user.id) == user
+            first_pid = _backend_pid(conn)
+            conn.rollback()
+            proxy.reset()
+            with pytest.raises(DatabaseError) as raised:
+                users.get_user(conn, user_id=user.id)
+            assert raised.value.retryable and conn.invalidated
+            conn.rollback()
+            assert users.get_user(conn, user_id=user.id) == user  # prepared on the new one
+            assert _backend_pid(conn) != first_pid
+            assert _driver.prepared_count(conn) == 1 == _server_statements(conn)
 
 
 def test_a_terminated_session_takes_its_cache_along(own_engine: Engine) -> None:
@@ -395,3 +403,30 @@ def test_transactions_in_any_state(own_engine: Engine) -> None:
         auto = conn.execution_options(isolation_level="AUTOCOMMIT")
         activity.log_user_activity(auto, **_AN_EVENT, user_id=user.id)
         assert logged_elsewhere() == 3
+
+
+def test_one_round_trip_a_call_even_first_in_a_transaction(own_engine: Engine) -> None:
+    with own_engine.begin() as conn:
+        user, key = _user_and_key(conn)
+    with _through_a_proxy(own_engine) as (proxy, proxied):
+        with proxied.connect() as conn:
+            calls: list[Callable[[], Any]] = [
+                lambda: users.get_user(conn, user_id=user.id),
+                lambda: keys.get_key_for_authentication(conn, key_locator=key.key_locator),
+                lambda: activity.log_user_activity(conn, **_AN_EVENT, user_id=user.id),
+            ]
+            for call in calls:  # prepared (one round trip more each, once)
+                call()
+            conn.rollback()
+            for first_of_transaction in (True, False, True):
+                for call in calls:
+                    if first_of_transaction:
+                        conn.rollback()
+                    time.sleep(0.05)  # the proxy has forwarded the last reply
+                    before = proxy.round_trips
+                    call()
+                    time.sleep(0.05)
+                    assert proxy.round_trips - before == 1, (call, first_of_transaction)
+            conn.rollback()
+        with own_engine.connect() as other:  # the rolled-back writes are gone
+            assert len(activity.list_user_activity(other, user_id=user.id)) == 0
