@@ -15,7 +15,16 @@ import reprlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Select, Table, exists, literal, select
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    exists,
+    literal,
+    select,
+)
 from sqlalchemy import exc as sa_exc
 
 from casdb.errors import AlreadyExists, CasdbError, DatabaseError, InvalidInput, NotFound
@@ -207,10 +216,17 @@ def values_where(
 
     ``INSERT ... SELECT`` of this checks a parent row instead of letting a foreign key fail:
     a missing parent inserts no row rather than raising, so the caller's transaction stays
-    usable.
+    usable. A value may be a ``bindparam`` (a prepared statement's shape), bound later.
     """
     return select(
-        *[literal(value, type_=table.c[name].type).label(name) for name, value in values.items()]
+        *[
+            (
+                value
+                if isinstance(value, BindParameter)
+                else literal(value, type_=table.c[name].type)
+            ).label(name)
+            for name, value in values.items()
+        ]
     ).where(condition)
 
 
@@ -223,6 +239,9 @@ def row_exists(table: Table, column: str, value: object) -> ColumnElement[bool]:
 # (also a query canceled by a conflict with recovery on a standby), deadlock, and the
 # server ending the session (admin shutdown, crash, not accepting connections yet).
 _RETRYABLE: Final = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+
+PLAN_CHANGED: Final = "cached plan must not change result type"
+"""The server's refusal of a prepared statement whose table changed (SQLSTATE 0A000)."""
 
 
 def server_fields(error: BaseException) -> dict[str, str]:
@@ -276,7 +295,9 @@ def _database_error(
     lost = error.connection_invalidated or ended
     if lost:
         _invalidate(connection, error)
-    retryable = lost or code in _RETRYABLE
+    # A prepared statement whose table changed: casdb prepares it afresh on the next call.
+    replanned = code == "0A000" and PLAN_CHANGED in fields.get("M", "")
+    retryable = lost or replanned or code in _RETRYABLE
     return DatabaseError(
         f"database error: {server_message(error)}", sqlstate=code, retryable=retryable
     )

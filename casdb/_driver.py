@@ -27,9 +27,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pg8000.exceptions
+from pg8000.converters import make_params
+from pg8000.core import Context
 from sqlalchemy import Connection, NestedTransaction
 from sqlalchemy import exc as sa_exc
 
+from casdb._checks import PLAN_CHANGED
 from casdb._copy_text import ABORT_COPY
 from casdb.errors import InvalidInput
 
@@ -156,7 +159,8 @@ PREPARED_PER_CONNECTION = 64
 are closed first)."""
 
 _CACHE_KEY = "casdb.prepared_statements"
-_PLAN_CHANGED = "cached plan must not change result type"
+_BEGIN = "begin transaction"  # what pg8000 itself sends
+_GONE = "26000"  # invalid_sql_statement_name: deallocated behind casdb (DEALLOCATE, DISCARD)
 
 
 def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> list[Any]:
@@ -166,10 +170,11 @@ def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> li
     is Bind/Execute only (one round trip, no paramstyle scan). The cache lives in the pooled
     connection's ``info``, which SQLAlchemy clears when the connection is invalidated or
     replaced, so a statement never outlives its server session. A statement whose table
-    changed under it ("cached plan must not change result type", after a migration) is
-    prepared again and run once more when that costs the caller nothing (AUTOCOMMIT, or the
-    statement was the first of its transaction, which is then rolled back and begun anew);
-    mid-transaction the error is raised (the transaction is aborted, as by any error) and the
+    changed under it ("cached plan must not change result type", after a migration) or that
+    the session no longer has (``DEALLOCATE ALL``, ``DISCARD ALL``) is prepared again and run
+    once more when that costs the caller nothing (AUTOCOMMIT, or the statement was the first
+    of its transaction, which is then rolled back and begun anew); mid-transaction the error
+    is raised (the transaction is aborted, as by any error; casdb marks it retryable) and the
     next call prepares afresh. Returns pg8000's rows. Raises what :func:`_on_driver` raises.
     """
     with _on_driver(connection, sql) as driver_connection:
@@ -179,16 +184,45 @@ def run_prepared(connection: Connection, sql: str, values: dict[str, Any]) -> li
         cache = _statement_cache(connection, driver_connection)
         fresh = bool(driver_connection.autocommit) or not driver_connection._in_transaction
         try:
-            return list(_prepared(cache, driver_connection, sql).run(**values))
+            return _run(driver_connection, _prepared(cache, driver_connection, sql), values)
         except pg8000.exceptions.DatabaseError as error:
-            if not (_answered_by_server(error) and _PLAN_CHANGED in str(error.args[0].get("M"))):
+            if not _statement_stale(error):
                 raise
             del cache[sql]
             if not fresh:
                 raise
             if not driver_connection.autocommit:
                 driver_connection.rollback()  # only this statement ran in it
-            return list(_prepared(cache, driver_connection, sql).run(**values))
+            return _run(driver_connection, _prepared(cache, driver_connection, sql), values)
+
+
+def _run(driver_connection: Any, statement: Any, values: dict[str, Any]) -> list[Any]:
+    """``statement.run(**values)``, with pg8000's BEGIN (when it would send one) in the same
+    round trip: pg8000 waits for the BEGIN's reply before it sends the statement."""
+    if driver_connection.autocommit or driver_connection._in_transaction:
+        return list(statement.run(**values))
+    params = make_params(driver_connection.py_types, statement.make_args(values))
+    columns, decoders, sql = statement.row_desc, statement.input_funcs, statement.operation
+    driver_connection.send_QUERY(_BEGIN)  # buffered: leaves with the statement below
+    try:
+        # Sends the statement and reads up to the first ReadyForQuery: the BEGIN's reply.
+        driver_connection.execute_named(statement.name_bin, params, columns, decoders, sql)
+    except pg8000.exceptions.DatabaseError as error:
+        if _answered_by_server(error):  # the statement's reply is still to be read
+            with contextlib.suppress(pg8000.exceptions.DatabaseError):
+                driver_connection.handle_messages(Context(sql, columns=columns))
+        raise
+    context = Context(sql, columns=columns, input_funcs=decoders)
+    driver_connection.handle_messages(context)  # the statement's reply
+    return list(context.rows)
+
+
+def _statement_stale(error: pg8000.exceptions.DatabaseError) -> bool:
+    """Whether the server refused a cached statement itself (not the values or the data)."""
+    if not _answered_by_server(error):
+        return False
+    fields = error.args[0]
+    return fields.get("C") == _GONE or PLAN_CHANGED in str(fields.get("M"))
 
 
 def _statement_cache(connection: Connection, driver_connection: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 stops forwarding in both directions while keeping every socket open (a network that goes
 silent: no reset, no close, nothing to read), ``resume()`` forwards again. New connections made
 while silent are accepted and then hang, as a black-holed route would behave. Every loop is
-bounded: the proxy thread stops with ``close()`` (or the context manager).
+bounded: the proxy thread stops with ``close()`` (or the context manager). ``round_trips``
+counts request/reply turns (one client at a time).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class FaultProxy:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         self.connections_made = 0
+        self.round_trips = 0
+        """Request/reply turns: data from a client after the server's last reply (or first)."""
+        self._clients: set[socket.socket] = set()
+        self._replied = True
         self._thread = threading.Thread(target=self._serve, name="fault-proxy", daemon=True)
         self._thread.start()
 
@@ -117,6 +122,7 @@ class FaultProxy:
         with self._lock:
             self._peers[client] = upstream
             self._peers[upstream] = client
+            self._clients.add(client)
         self._selector.register(client, selectors.EVENT_READ, None)
         self._selector.register(upstream, selectors.EVENT_READ, None)
 
@@ -161,6 +167,11 @@ class FaultProxy:
                 if not data:
                     self._drop(sock)
                     continue
+                if sock not in self._clients:
+                    self._replied = True
+                elif self._replied:
+                    self.round_trips += 1
+                    self._replied = False
                 try:
                     other.setblocking(True)
                     other.sendall(data)

@@ -8,7 +8,6 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -23,13 +22,14 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from sqlalchemy import Connection, Engine, event, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects import postgresql
 
 from casdb import AlreadyExists, InvalidInput, NotFound
 from casdb.queries import ml_models as mm
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
+from casdb.testing import statements_sent
 from tests.conftest import rolled_back
 
 INT32_MAX = 2**31 - 1
@@ -47,21 +47,6 @@ aware_times = st.none() | st.datetimes(
     max_value=dt.datetime(9998, 12, 31),
     timezones=st.sampled_from([UTC, dt.timezone(dt.timedelta(hours=-7, minutes=-30))]),
 )
-
-
-@contextlib.contextmanager
-def statements_sent(conn: Connection) -> Iterator[list[str]]:
-    """Collect the SQL statements ``conn`` sends while the block runs."""
-    sent: list[str] = []
-
-    def record(*args: Any) -> None:
-        sent.append(args[2])
-
-    event.listen(conn, "before_cursor_execute", record)
-    try:
-        yield sent
-    finally:
-        event.remove(conn, "before_cursor_execute", record)
 
 
 def count_defaults(conn: Connection) -> int:

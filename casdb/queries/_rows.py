@@ -44,38 +44,53 @@ def to_record(into: Callable[..., R], row: Row[Any] | _PreparedRow) -> R:
 class Prepared:
     """A statement for the hot small operations: run as a per-connection prepared statement.
 
-    ``build`` (a module-level function, the cache key) returns the statement with named
-    ``bindparam``s; ``values`` binds them. The fetch helpers below accept it wherever they
-    accept a statement: same rows, same records, same errors, one round trip a call.
+    ``build(*shape)`` (a module-level function; with ``shape``, the cache key) returns the
+    statement with named ``bindparam``s; ``values`` binds them. ``shape`` (hashable) selects
+    among the statements one builder makes, e.g. the columns an INSERT sets. The fetch
+    helpers below accept it wherever they accept a statement: same rows, same records, same
+    errors, one round trip a call.
     """
 
-    build: Callable[[], Select[Any]]
+    build: Callable[..., Select[Any] | Insert]
     values: Mapping[str, Any]
+    shape: tuple[Any, ...] = ()
 
 
 @attrs.frozen
 class _Form:
-    """A Prepared statement compiled once per dialect: SQL, bind and result processors."""
+    """A Prepared statement compiled once per dialect: SQL, bind and result processors.
+
+    ``binds`` are the parameters the caller's values fill; ``constants`` the values the
+    builder fixed (e.g. an enum member compared with), bound on every run as they are.
+    """
 
     sql: str
     binds: tuple[tuple[str, Any], ...]
+    constants: Mapping[str, Any]
     keys: tuple[str, ...]
     results: tuple[Any, ...]
 
 
 @functools.lru_cache(maxsize=256)
-def _form(build: Callable[[], Select[Any]], dialect: Dialect) -> _Form:
+def _form(
+    build: Callable[..., Select[Any] | Insert], shape: tuple[Any, ...], dialect: Dialect
+) -> _Form:
     dialect_class: Any = type(dialect)
     named = dialect_class(paramstyle="named")  # pg8000's prepare takes :name parameters
-    compiled: Any = build().compile(dialect=named)
-    binds = tuple(
-        (name, bind.type.dialect_impl(dialect).bind_processor(dialect))
-        for bind, name in compiled.bind_names.items()
-    )
+    compiled: Any = build(*shape).compile(dialect=named)
+    binds, constants = [], {}
+    for bind, name in compiled.bind_names.items():
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if bind.required:
+            binds.append((name, process))
+        else:
+            value = bind.effective_value
+            constants[name] = value if process is None else process(value)
     columns = compiled._result_columns  # (key, name, objects, type) of each selected column
     return _Form(
         sql=compiled.string,
-        binds=binds,
+        binds=tuple(binds),
+        constants=constants,
         keys=tuple(column[0] for column in columns),
         results=tuple(
             column[3].dialect_impl(dialect).result_processor(dialect, None) for column in columns
@@ -99,11 +114,12 @@ class _PreparedRow:
 
 
 def _run_prepared(connection: Connection, prepared: Prepared) -> list[Any]:
-    form = _form(prepared.build, connection.dialect)
+    form = _form(prepared.build, prepared.shape, connection.dialect)
     values = {
         name: prepared.values[name] if process is None else process(prepared.values[name])
         for name, process in form.binds
     }
+    values.update(form.constants)
     rows = _driver.run_prepared(connection, form.sql, values)
     return [
         _PreparedRow(

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import attrs
-from sqlalchemy import Connection, Insert, Select, insert, select
+from sqlalchemy import Connection, Insert, Select, bindparam, insert, select
 
 from casdb._checks import (
     check_enum,
@@ -17,7 +17,7 @@ from casdb._checks import (
     row_exists,
     values_where,
 )
-from casdb.queries._rows import fetch_all, fetch_one, record_columns
+from casdb.queries._rows import Prepared, fetch_all, fetch_one, record_columns
 from casdb.tables import UserActivityEvent, users_user, users_useractivity
 
 __all__ = [
@@ -46,13 +46,13 @@ class UserActivity:
 _ACTIVITY_COLUMNS = record_columns(users_useractivity, UserActivity)
 
 
-def build_log_user_activity(values: dict[str, Any]) -> Insert:
-    """INSERT one activity row if its user exists (finished_time left out: the server's now)."""
+def build_log_user_activity(columns: tuple[str, ...]) -> Insert:
+    """INSERT one activity row, its ``columns`` bound by name, if its user (``:user_id``)
+    exists (finished_time, when not among them, is the server's now)."""
+    values = {name: bindparam(name, type_=users_useractivity.c[name].type) for name in columns}
     user_exists = row_exists(users_user, "id", values["user_id"])
     source = values_where(users_useractivity, values, user_exists)
-    return (
-        insert(users_useractivity).from_select(list(values), source).returning(*_ACTIVITY_COLUMNS)
-    )
+    return insert(users_useractivity).from_select(columns, source).returning(*_ACTIVITY_COLUMNS)
 
 
 def build_list_user_activity(user_id: int, since: dt.datetime | None) -> Select[Any]:
@@ -91,7 +91,7 @@ def log_user_activity(
         values["finished_time"] = check_optional_time("finished_time", finished_time)
     return fetch_one(
         connection,
-        build_log_user_activity(values),
+        Prepared(build_log_user_activity, values, shape=(tuple(values),)),
         UserActivity,
         missing=f"no user with id {values['user_id']}",
     )

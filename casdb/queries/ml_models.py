@@ -34,6 +34,7 @@ from typing import Any
 import attrs
 from sqlalchemy import (
     JSON,
+    BindParameter,
     Connection,
     Insert,
     Label,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     Select,
     String,
     Update,
+    bindparam,
     exists,
     func,
     literal,
@@ -60,7 +62,14 @@ from casdb._checks import (
     translated_errors,
 )
 from casdb.errors import AlreadyExists, InvalidInput, NotFound
-from casdb.queries._rows import fetch_all, fetch_created, fetch_one, record_columns, to_record
+from casdb.queries._rows import (
+    Prepared,
+    fetch_all,
+    fetch_created,
+    fetch_one,
+    record_columns,
+    to_record,
+)
 from casdb.tables import ml_management_matchingengineindex as index_table
 from casdb.tables import ml_management_model as model_table
 
@@ -191,7 +200,7 @@ def build_insert_model(values: dict[str, Any]) -> Insert:
 
 def build_select_models(
     *,
-    model_name: str | None = None,
+    model_name: str | BindParameter[str] | None = None,
     include_admin_only: bool = True,
     default_only: bool = False,
 ) -> Select[Any]:
@@ -204,6 +213,16 @@ def build_select_models(
     if default_only:
         statement = statement.where(model_table.c.is_default_model.is_(True))
     return statement
+
+
+def _prepared_model_by_name() -> Select[Any]:
+    return build_select_models(
+        model_name=bindparam("model_name", type_=model_table.c.model_name.type)
+    )
+
+
+def _prepared_default_model() -> Select[Any]:
+    return build_select_models(default_only=True)
 
 
 def build_lock_default_model() -> Select[Any]:
@@ -355,7 +374,7 @@ def get_model_by_name(connection: Connection, *, model_name: str) -> MLModel:
     model_name = check_text("model_name", model_name)
     return fetch_one(
         connection,
-        build_select_models(model_name=model_name),
+        Prepared(_prepared_model_by_name, {"model_name": model_name}),
         model_from_row,
         missing="no model with this model_name",
     )
@@ -368,7 +387,7 @@ def get_default_model(connection: Connection) -> MLModel:
     """
     return fetch_one(
         connection,
-        build_select_models(default_only=True),
+        Prepared(_prepared_default_model, {}),
         model_from_row,
         missing="there is no default model",
     )

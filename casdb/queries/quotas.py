@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Integer,
@@ -32,7 +33,7 @@ from sqlalchemy import (
 
 from casdb._checks import check_int, check_time
 from casdb.errors import InvalidInput
-from casdb.queries._rows import fetch_one
+from casdb.queries._rows import Prepared, fetch_one
 from casdb.queries.users import build_user_with_usage, user_with_usage_from_row
 from casdb.tables import UserActivityEvent, UTCDateTime, users_user, users_useractivity
 
@@ -62,17 +63,22 @@ class UserQuota:
 
 def _week_start(now: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
     """00:00 of the most recent day, ``now``'s day included, on the signup weekday."""
-    days_back = (
+    # mod(), not the % operator: SQLAlchemy's pg8000 compiler writes % as %% whatever the
+    # paramstyle, which a prepared statement would send to the server as is.
+    days_back = func.mod(
         cast(extract("isodow", now), Integer)
         - cast(extract("isodow", users_user.c.created_at), Integer)
-        + 7
-    ) % 7
+        + 7,
+        7,
+    )
     start = func.date_trunc("day", now) - func.make_interval(0, 0, 0, days_back)
     return type_coerce(start, UTCDateTime)
 
 
 def build_cells_in_window(
-    user_id: int, start: ColumnElement[Any] | dt.datetime, end: ColumnElement[Any] | dt.datetime
+    user_id: int | ColumnElement[int],
+    start: ColumnElement[Any] | dt.datetime,
+    end: ColumnElement[Any] | dt.datetime,
 ) -> Select[Any]:
     """SELECT the cells a user's requests used between ``start`` and ``end`` (both included)."""
     per_request = (
@@ -92,11 +98,13 @@ def build_cells_in_window(
     return select(func.coalesce(total, 0))
 
 
-def build_user_quota(user_id: int, now: dt.datetime) -> Select[Any]:
+def build_user_quota(
+    user_id: int | ColumnElement[int], now: dt.datetime | BindParameter[dt.datetime]
+) -> Select[Any]:
     """SELECT, in one statement, a user's columns, usage totals (build_user_with_usage), the
     start of their week at ``now`` (``week_start``) and the cells used in it up to ``now``
     (``cells_this_week``). No row when the user does not exist."""
-    at = bindparam("now", now, type_=UTCDateTime)
+    at = now if isinstance(now, BindParameter) else bindparam("now", now, type_=UTCDateTime)
     week = (
         select(users_user.c.id, _week_start(at).label("week_start"))
         .where(users_user.c.id == user_id)
@@ -110,6 +118,12 @@ def build_user_quota(user_id: int, now: dt.datetime) -> Select[Any]:
     )
 
 
+def _prepared_user_quota() -> Select[Any]:
+    return build_user_quota(
+        bindparam("user_id", type_=Integer), bindparam("now", type_=UTCDateTime)
+    )
+
+
 def _check_now(now: object) -> dt.datetime:
     """``now`` in UTC, far enough from the ends of datetime for a week on either side."""
     now = check_time("now", now)
@@ -120,7 +134,7 @@ def _check_now(now: object) -> dt.datetime:
 
 def _fetch(connection: Connection, user_id: object, now: object) -> Row[Any]:
     user_id = check_int("user_id", user_id)
-    statement = build_user_quota(user_id, _check_now(now))
+    statement = Prepared(_prepared_user_quota, {"user_id": user_id, "now": _check_now(now)})
     row: Row[Any] = fetch_one(
         connection, statement, lambda found: found, missing=f"no user with id {user_id}"
     )

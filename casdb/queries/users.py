@@ -7,6 +7,7 @@ from typing import Any, Final
 
 import attrs
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Insert,
     Row,
@@ -161,7 +162,7 @@ def build_increase_lifetime_quota(user_id: int, new_quota: int | None) -> Update
     )
 
 
-def build_user_with_usage(user_id: int) -> Select[Any]:
+def build_user_with_usage(user_id: int | ColumnElement[int]) -> Select[Any]:
     """SELECT one user's columns and usage totals (no row when the user does not exist)."""
     succeeded = select().where(
         users_useractivity.c.user_id == user_id,

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RootTransaction, event
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy import exc as sa_exc
 
 # A name no code under test uses: the savepoint its commit() and rollback() act on.
@@ -118,16 +118,39 @@ def rolled_back(engine: Engine) -> Iterator[RollbackConnection]:
         connection._casdb_finish()
 
 
+# What pg8000 sends on its own around the statements it is given (SQLAlchemy never sees them).
+_DRIVER_TRANSACTION_CONTROL = frozenset({"begin transaction", "commit", "rollback"})
+
+# pg8000's three ways of sending a statement, and where each takes the SQL text.
+_DRIVER_SENDS = (("execute_simple", 0), ("execute_unnamed", 0), ("execute_named", 4))
+
+
 @contextlib.contextmanager
 def statements_sent(connection: Connection) -> Iterator[list[str]]:
-    """Collect every SQL statement ``connection`` sends while the block runs."""
+    """Collect every SQL statement ``connection`` sends while the block runs.
+
+    Counted where pg8000 sends them, so that the statements casdb runs on the driver directly
+    (prepared statements, COPY, bulk lookups) are seen as well as SQLAlchemy's; pg8000's own
+    BEGIN/COMMIT/ROLLBACK are left out. A connection replaced inside the block (invalidated
+    and reconnected) is not followed.
+    """
     sent: list[str] = []
+    driver = connection.connection.driver_connection
 
-    def record(conn: object, cursor: object, statement: str, *args: Any) -> None:
-        sent.append(statement)
+    def spy(send: Callable[..., Any], position: int) -> Callable[..., Any]:
+        def sending(*args: Any, **kwargs: Any) -> Any:
+            statement = args[position] if len(args) > position else kwargs["statement"]
+            if statement not in _DRIVER_TRANSACTION_CONTROL:
+                sent.append(statement)
+            return send(*args, **kwargs)
 
-    event.listen(connection, "before_cursor_execute", record)
+        return sending
+
+    for name, position in _DRIVER_SENDS:
+        setattr(driver, name, spy(getattr(driver, name), position))
     try:
         yield sent
     finally:
-        event.remove(connection, "before_cursor_execute", record)
+        for name, _position in _DRIVER_SENDS:
+            with contextlib.suppress(AttributeError):
+                delattr(driver, name)  # the class's method again
