@@ -66,11 +66,18 @@ class Operation:
     """One operation: how casdb calls it, and the SQL and parameters casdb's builder makes."""
 
     def __init__(
-        self, name: str, call: Callable[[Connection], Any], statement: Executable, *, reads: bool
+        self,
+        name: str,
+        call: Callable[[Connection], Any],
+        statement: Executable,
+        *,
+        reads: bool,
+        values: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.call = call
         self.statement = statement
+        self.values = values or {}  # for a statement with named bindparams, bound on execute
         self.reads = reads  # rows comparable between methods (an INSERT's ids and times differ)
         self.sql = ""
         self.params: tuple[Any, ...] = ()
@@ -87,7 +94,7 @@ class Operation:
 
         event.listen(conn, "before_cursor_execute", listener)
         try:
-            conn.execute(self.statement).fetchall()
+            conn.execute(self.statement, self.values).fetchall()
         finally:
             event.remove(conn, "before_cursor_execute", listener)
         conn.rollback()
@@ -239,8 +246,9 @@ def operations(conn: Connection) -> list[Operation]:
         Operation(
             "log_user_activity",
             lambda c: activity.log_user_activity(c, **event_values),  # type: ignore[arg-type]
-            activity.build_log_user_activity(event_values),
+            activity.build_log_user_activity(tuple(event_values)),
             reads=False,
+            values=event_values,
         ),
         Operation(
             "get_user_quota",

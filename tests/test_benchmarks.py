@@ -27,7 +27,7 @@ OPERATIONS = [
     "get_default_model",
     "get_model_by_name",
 ]
-PREPARED = ["get_user", "get_user_by_email", "get_key_for_authentication"]
+PREPARED = OPERATIONS
 """The operations casdb runs as per-connection prepared statements (issue 12)."""
 
 
