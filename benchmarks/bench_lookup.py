@@ -7,13 +7,19 @@ seed) from [0, 1.1 N): about 9% do not exist and some repeat. Each method return
 the ids that exist, in the order of the ids, repeats repeated; the results are checked equal.
 
 * casdb       casdb.queries.cells.get_cell_metadata_by_ids: one int[] parameter per 50,000-id
-              chunk, unnest WITH ORDINALITY join, CellMetadata records.
+              chunk, one ``= ANY(ids)`` index scan serialised as one JSON text of columns, put
+              in the order of the ids in Python, CellMetadata records.
 * casdb-iter  casdb.queries.cells.iter_cell_metadata_by_ids, consumed (kept in a list here, to
-              compare the rows): 10,000 ids per statement, memory bounded by that chunk.
+              compare the rows): 20,000 ids per statement, memory bounded by that chunk.
 * casdb-plain / casdb-bulk  casdb with every chunk forced onto the plain statement (pg8000
               decodes each field: casdb before issue 12) / onto the JSON one (BULK_MIN_IDS 1).
+* casdb-json-rows  casdb's previous bulk path (kept to compare): one json_agg(json_build_array(
+              ...) ORDER BY ord)::text over the unnest join, records by C-level maps, the ids
+              bound as a list (pg8000 converts it element by element).
 * json-agg    candidate: raw pg8000, the chunk serialised by the server as one
               json_agg(json_build_array(...) ORDER BY ord)::text value, json.loads (bare lists).
+* json-rows-any  candidate: raw pg8000, = ANY(ids) serialised row by row (json_build_array per
+              cell), json.loads, put in the order of the ids in Python (bare lists).
 * copy-split  candidate: raw pg8000, COPY (SELECT ...) TO STDOUT of the chunk (ids inlined as an
               int[] literal: COPY takes no parameters), lines and fields split with str.split,
               NULLs, backslash escapes, ints, bools and jsonb (json.loads) decoded (bare lists).
@@ -33,16 +39,19 @@ import argparse
 import gc
 import io
 import json
+import operator
 import os
 import random
 import time
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Connection, Engine
 
 from benchmarks import _common
+from casdb import _driver
 from casdb.queries import _cell_lookup, cells
 from casdb.tables import cells_cellinfo
 
@@ -95,6 +104,26 @@ def _with_bulk_min(bulk_min: int, conn: Connection, ids: list[int], columns: lis
         _cell_lookup.BULK_MIN_IDS = saved
 
 
+@suite.method("casdb-json-rows")
+def casdb_json_rows(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
+    selected = ", ".join(f"c.{name}" for name in columns)
+    sql = (
+        f"SELECT json_agg(json_build_array({selected}, c.cas_cell_index) ORDER BY q.ord)::text "
+        "FROM unnest(%s::int[]) WITH ORDINALITY AS q(id, ord) "
+        "JOIN cells_cellinfo c ON c.cas_cell_index = q.id"
+    )
+    names = tuple(dict.fromkeys(columns))
+    last = operator.itemgetter(-1)
+    found: list[Any] = []
+    with _cell_lookup.gc_paused():
+        for start in range(0, len(ids), HAND_CHUNK):
+            (text,), *_ = _driver.fetch_all(conn, sql, (ids[start : start + HAND_CHUNK],))
+            rows = json.loads(text) if text is not None else []
+            values = map(dict, map(zip, repeat(names), rows))
+            found.extend(map(cells.CellMetadata, map(last, rows), values))
+    return found
+
+
 @suite.method("hand-written")
 def hand_written(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
     selected = ", ".join(f"c.{name}" for name in columns)
@@ -135,6 +164,26 @@ def json_agg(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
             cursor.execute(sql, (ids[start : start + HAND_CHUNK],))
             (text,) = cursor.fetchone()
             rows.extend(json.loads(text) if text is not None else [])
+    return rows
+
+
+@suite.method("json-rows-any")
+def json_rows_any(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
+    selected = ", ".join(f"c.{name}" for name in columns)
+    sql = (
+        f"SELECT json_agg(json_build_array({selected}, c.cas_cell_index))::text "
+        "FROM cells_cellinfo c WHERE c.cas_cell_index = ANY(%s::int[])"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    rows: list[Any] = []
+    with _gc_paused():
+        for start in range(0, len(ids), HAND_CHUNK):
+            chunk = ids[start : start + HAND_CHUNK]
+            cursor.execute(sql, (_cell_lookup.int_array_text(chunk),))
+            (text,) = cursor.fetchone()
+            found = json.loads(text) if text is not None else []
+            row_of = dict(zip(map(operator.itemgetter(-1), found), found, strict=True))
+            rows.extend(map(row_of.__getitem__, filter(row_of.__contains__, chunk)))
     return rows
 
 
@@ -297,7 +346,10 @@ _RATIOS = [  # (numerator, denominator, digits, note): printed when both methods
     ("hand-written", "casdb-iter", 2, " = speed-up (target >= 1.5x)"),
     ("hand-written", "casdb-plain", 2, " (casdb before issue 12)"),
     ("casdb-plain", "casdb", 2, " (before / after)"),
+    ("hand-written", "casdb-json-rows", 2, " (casdb's previous bulk path)"),
+    ("casdb-json-rows", "casdb", 2, " (previous bulk path / now)"),
     ("hand-written", "json-agg", 2, " (candidate)"),
+    ("hand-written", "json-rows-any", 2, " (candidate)"),
     ("hand-written", "copy-split", 2, " (candidate)"),
     ("casdb-iter", "casdb", 2, ""),
     ("casdb", "hand-written-gc-paused", 2, ""),

@@ -2,9 +2,10 @@
 
 Bulk writes stream any iterable of rows into ``COPY ... FROM STDIN`` (queries._cell_copy; the
 text codec is casdb._copy_text), validated as they stream, all or nothing. Lookups bind the ids
-as ONE int[] array per chunk joined through ``unnest(ids) WITH ORDINALITY``: one round trip per
-chunk, the input's order kept; a chunk of 30 ids or more comes back serialised by the server
-as one JSON text, parsed in C (the checks and chunking are queries._cell_lookup). Both talk to
+as ONE int[] array per chunk: one round trip per chunk, the input's order kept. A chunk of 30
+ids or more is one ``= ANY(ids)`` index scan serialised by the server as one JSON text, parsed
+in C and ordered in Python (the checks, chunking and ordering are queries._cell_lookup); a
+smaller one joins ``unnest(ids) WITH ORDINALITY``, rows decoded by pg8000. Both talk to
 pg8000 through casdb._driver, which keeps the connection in step with the server whatever
 happens.
 """
@@ -101,9 +102,11 @@ __all__ = [
 LOOKUP_CHUNK_SIZE = 50_000
 """Ids bound per lookup statement (one int[] parameter, one round trip per chunk)."""
 
-ITER_CHUNK_SIZE = 10_000
-"""Ids per statement of iter_cell_metadata_by_ids: its memory bound (~7 MB of records with a
-few columns, ~32 MB with all 24); a round trip per 10,000 ids costs nothing measurable."""
+ITER_CHUNK_SIZE = 20_000
+"""Ids per statement of iter_cell_metadata_by_ids: its memory bound (peak RSS +29 MB with five
+columns, +142 MB with all 24, reply and records of one chunk; 10,000 ids: +14 / +68 MB). Fewer
+ids per statement cost more server time per id (a heap page holding two of them is read by
+two statements): with five columns 10,000 took 1.2x as long (benchmarks.bench_lookup)."""
 
 _INDEX_CHUNK: Final = 50_000
 MAX_RESERVED_INDEXES: Final = 10_000_000
@@ -265,24 +268,19 @@ def build_select_cells_by_ids(columns: Sequence[str]) -> Select[Any]:
 
 
 def build_select_cells_json_by_ids(columns: Sequence[str]) -> Select[Any]:
-    """What :func:`build_select_cells_by_ids` selects, as ONE JSON text: an array of rows.
+    """The cells :func:`build_select_cells_by_ids` finds, as ONE JSON text, column by column.
 
-    Each row is ``json_build_array(<columns>, cas_cell_index)``, aggregated in the order of
-    the array ``:ids`` (NULL when no id is found). The server serialises the rows and
-    ``json.loads`` parses them in C: jsonb columns arrive decoded inside the JSON, as pg8000
-    would decode them (the same text, the same parser). ``columns`` as there.
+    ``[[cas_cell_index...], [column 1...], ...]``: one array per column (``json_agg``, all fed
+    the same rows in the same order), one entry per DISTINCT id of ``:ids`` found, in no
+    particular order (NULLs when none is found); the caller puts them in the order of the ids.
+    ``= ANY(:ids)`` is one index scan (the server sorts the ids), where the unnest join gets a
+    merge join over the whole table. The server serialises, ``json.loads`` parses in C: jsonb
+    columns arrive as the server's jsonb text, which pg8000 parses with ``json.loads`` too.
     """
-    ids = (
-        func.unnest(bindparam("ids", type_=postgresql.ARRAY(Integer)))
-        .table_valued("id", with_ordinality="ord")
-        .render_derived(name="q")
-    )
-    wanted = [cells_cellinfo.c[name] for name in columns]
-    row = func.json_build_array(*wanted, cells_cellinfo.c.cas_cell_index)
-    rows = func.json_agg(postgresql.aggregate_order_by(row, ids.c.ord))
-    return select(rows.cast(Text)).select_from(
-        ids.join(cells_cellinfo, cells_cellinfo.c.cas_cell_index == ids.c.id)
-    )
+    index = cells_cellinfo.c.cas_cell_index
+    arrays = [func.json_agg(cells_cellinfo.c[name]) for name in ("cas_cell_index", *columns)]
+    ids = bindparam("ids", type_=postgresql.ARRAY(Integer))
+    return select(func.json_build_array(*arrays).cast(Text)).where(index == func.any(ids))
 
 
 def build_reserve_indexes(table: str, count: int) -> Select[Any]:
