@@ -531,3 +531,16 @@ def test_statements_compile_without_a_database() -> None:
         cells.build_select_ingest("x"),
     ):
         assert str(statement.compile(dialect=dialect))
+
+
+def test_find_existing_indexes_names_its_own_argument_in_errors(conn: Connection) -> None:
+    with statements_sent(conn) as sent:
+        with pytest.raises(InvalidInput, match=r"^ids\[1\] must be an integer"):
+            cells.find_existing_indexes(conn, table="cells", ids=[1, "2"])
+        with pytest.raises(InvalidInput, match=r"^ids\[0\]"):
+            cells.find_existing_indexes(conn, table="features", ids=[2**31])
+        with pytest.raises(InvalidInput, match=r"^ids must be an iterable"):
+            cells.find_existing_indexes(conn, table="cells", ids="12")
+    assert sent == []
+    with pytest.raises(InvalidInput, match=r"^cell_ids\[1\]"):
+        cells.get_cell_metadata_by_ids(conn, cell_ids=[1, "2"])

@@ -58,30 +58,31 @@ def index_sequence(table: str) -> Any:
     return func.pg_get_serial_sequence(target.name, column).cast(postgresql.REGCLASS)
 
 
-def id_iterator(cell_ids: Iterable[Any]) -> Iterator[Any]:
-    """An iterator over ``cell_ids``; InvalidInput for a string, a mapping or a non-iterable."""
+def id_iterator(cell_ids: Iterable[Any], name: str = "cell_ids") -> Iterator[Any]:
+    """An iterator over ``cell_ids`` (the argument ``name``); InvalidInput for a string, a
+    mapping or a non-iterable."""
     if isinstance(cell_ids, str | bytes | Mapping):
-        raise InvalidInput("cell_ids must be an iterable of integers")
+        raise InvalidInput(f"{name} must be an iterable of integers")
     try:
         return iter(cell_ids)
     except TypeError:
         raise InvalidInput(
-            f"cell_ids must be an iterable of integers, got {type(cell_ids).__name__}"
+            f"{name} must be an iterable of integers, got {type(cell_ids).__name__}"
         ) from None
 
 
-def checked_ids(values: list[Any], first: int = 0) -> list[int]:
-    """``values`` (cell_ids[first:...]) as int32 ints; InvalidInput naming the first bad one."""
+def checked_ids(values: list[Any], first: int = 0, name: str = "cell_ids") -> list[int]:
+    """``values`` (``name``[first:...]) as int32 ints; InvalidInput naming the first bad one."""
     if not set(map(type, values)) <= {int}:
         for position, value in enumerate(values, first):
             if isinstance(value, bool | str) or not hasattr(value, "__index__"):
                 raise InvalidInput(
-                    f"cell_ids[{position}] must be an integer, got {type(value).__name__}"
+                    f"{name}[{position}] must be an integer, got {type(value).__name__}"
                 )
         values = [operator.index(value) for value in values]  # int subclasses, numpy integers
     if values and (min(values) < INT32_MIN or max(values) > INT32_MAX):
         for position, value in enumerate(values, first):
-            check_int(f"cell_ids[{position}]", value)  # raises for the first out of range
+            check_int(f"{name}[{position}]", value)  # raises for the first out of range
     return values
 
 

@@ -522,5 +522,5 @@ def find_existing_indexes(connection: Connection, *, table: str, ids: Iterable[i
     Raises InvalidInput for a bad argument, DatabaseError.
     """
     index_column(table)
-    wanted = sorted(set(checked_ids(list(id_iterator(ids)))))
+    wanted = sorted(set(checked_ids(list(id_iterator(ids, "ids")), name="ids")))
     return fetch_values_by_ids(connection, build_existing_indexes(table), wanted, _INDEX_CHUNK)
