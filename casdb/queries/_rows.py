@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 from sqlalchemy import Column, Connection, CursorResult, Executable, Insert, Row, Select, Table
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql.base import PGCompiler
 from sqlalchemy.engine import Dialect
 
 from casdb import _driver
@@ -77,6 +78,9 @@ def _form(
 ) -> _Form:
     dialect_class: Any = type(dialect)
     named = dialect_class(paramstyle="named")  # pg8000's prepare takes :name parameters
+    # pg8000's own compiler writes % as %% (for its format paramstyle) whatever the paramstyle;
+    # prepare sends the text as it is, so the plain PostgreSQL compiler writes it.
+    named.statement_compiler = PGCompiler
     compiled: Any = build(*shape).compile(dialect=named)
     binds, constants = [], {}
     for bind, name in compiled.bind_names.items():

@@ -63,14 +63,11 @@ class UserQuota:
 
 def _week_start(now: ColumnElement[Any]) -> ColumnElement[dt.datetime]:
     """00:00 of the most recent day, ``now``'s day included, on the signup weekday."""
-    # mod(), not the % operator: SQLAlchemy's pg8000 compiler writes % as %% whatever the
-    # paramstyle, which a prepared statement would send to the server as is.
-    days_back = func.mod(
+    days_back = (
         cast(extract("isodow", now), Integer)
         - cast(extract("isodow", users_user.c.created_at), Integer)
-        + 7,
-        7,
-    )
+        + 7
+    ) % 7
     start = func.date_trunc("day", now) - func.make_interval(0, 0, 0, days_back)
     return type_coerce(start, UTCDateTime)
 
