@@ -252,42 +252,60 @@ def run_ops(engine: Engine, size: Sizes, args: argparse.Namespace) -> list[Ratio
     return found
 
 
+_COLUMNS = (
+    "name",
+    "casdb",
+    "baseline",
+    "time",
+    "casdb / baseline",
+    "target",
+    "met?",
+    "round trips",
+    "psycopg 3",
+    "casdb / psycopg",
+)
+_RIGHT = frozenset({"casdb", "time", "casdb / baseline", "psycopg 3", "casdb / psycopg"})
+
+
+def _cells(ratio: Ratio, *, markdown: bool) -> list[str]:
+    """One row of the table: the text table's target carries its note, Markdown's is bold."""
+    target = "" if ratio.target is None else f"<= {ratio.target:.2f}x"
+    if target and ratio.target_note and not markdown:
+        target += f" {ratio.target_note}"
+    times = f"{ratio.ratio:.2f}x"
+    return [
+        ratio.name,
+        _time(ratio.casdb, ratio.unit),
+        ratio.baseline_name,
+        _time(ratio.baseline, ratio.unit),
+        f"**{times}**" if markdown else times,
+        target,
+        ratio.met,
+        ratio.round_trips,
+        "" if ratio.psycopg is None else _time(ratio.psycopg, ratio.unit),
+        ratio.psycopg_ratio,
+    ]
+
+
 def print_table(ratios: list[Ratio], *, markdown: bool = False) -> None:
     """The one table (and, with ``markdown``, the same as the README's Markdown table)."""
     print(
         "\ncasdb / baseline (time ratios measured side by side in this run; below 1 is faster;"
         "\nround trips per call: casdb / the baseline / psycopg 3):"
     )
-    name_width = max(len(ratio.name) for ratio in ratios)
-    base_width = max(len(ratio.baseline_name) for ratio in ratios)
-    print(
-        f"  {'name':{name_width}s}  {'casdb':>10s}  {'baseline':{base_width}s}  {'time':>10s}"
-        f"  {'ratio':>7s}  {'target':<30s}  {'met?':4s}  {'round trips':11s}  "
-        f"{'psycopg 3':>10s}  {'ratio':>7s}"
-    )
-    for ratio in ratios:
-        target = "" if ratio.target is None else f"<= {ratio.target:.2f}x {ratio.target_note}"
-        psycopg = "" if ratio.psycopg is None else _time(ratio.psycopg, ratio.unit)
-        print(
-            f"  {ratio.name:{name_width}s}  {_time(ratio.casdb, ratio.unit):>10s}  "
-            f"{ratio.baseline_name:{base_width}s}  {_time(ratio.baseline, ratio.unit):>10s}  "
-            f"{ratio.ratio:6.2f}x  {target:<30s}  {ratio.met:4s}  {ratio.round_trips:11s}  "
-            f"{psycopg:>10s}  {ratio.psycopg_ratio:>7s}"
+    rows = [_cells(ratio, markdown=False) for ratio in ratios]
+    widths = [max(map(len, column)) for column in zip(_COLUMNS, *rows, strict=True)]
+    for row in [list(_COLUMNS), *rows]:
+        aligned = (
+            cell.rjust(width) if name in _RIGHT else cell.ljust(width)
+            for name, cell, width in zip(_COLUMNS, row, widths, strict=True)
         )
+        print("  " + "  ".join(aligned).rstrip())
     if markdown:
-        print(
-            "\n| name | casdb | baseline | time | casdb / baseline | target | met? "
-            "| round trips | psycopg 3 | casdb / psycopg |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("\n| " + " | ".join(_COLUMNS) + " |")
+        print("|" + "---|" * len(_COLUMNS))
         for ratio in ratios:
-            target = "" if ratio.target is None else f"<= {ratio.target:.2f}x"
-            psycopg = "" if ratio.psycopg is None else _time(ratio.psycopg, ratio.unit)
-            print(
-                f"| {ratio.name} | {_time(ratio.casdb, ratio.unit)} | {ratio.baseline_name} | "
-                f"{_time(ratio.baseline, ratio.unit)} | **{ratio.ratio:.2f}x** | {target} | "
-                f"{ratio.met} | {ratio.round_trips} | {psycopg} | {ratio.psycopg_ratio} |"
-            )
+            print("| " + " | ".join(_cells(ratio, markdown=True)) + " |")
 
 
 def _time(seconds: float, unit: str) -> str:
