@@ -36,7 +36,6 @@ Runs are interleaved (one of each per round) and the best of --repeat rounds is 
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import json
 import operator
@@ -51,7 +50,6 @@ import sqlalchemy
 from sqlalchemy import Connection, Engine
 
 from benchmarks import _common
-from casdb import _driver
 from casdb.queries import _cell_lookup, cells
 from casdb.tables import cells_cellinfo
 
@@ -104,83 +102,71 @@ def _with_bulk_min(bulk_min: int, conn: Connection, ids: list[int], columns: lis
         _cell_lookup.BULK_MIN_IDS = saved
 
 
-@suite.method("casdb-json-rows")
-def casdb_json_rows(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    selected = ", ".join(f"c.{name}" for name in columns)
-    sql = (
-        f"SELECT json_agg(json_build_array({selected}, c.cas_cell_index) ORDER BY q.ord)::text "
-        "FROM unnest(%s::int[]) WITH ORDINALITY AS q(id, ord) "
-        "JOIN cells_cellinfo c ON c.cas_cell_index = q.id"
-    )
-    names = tuple(dict.fromkeys(columns))
-    last = operator.itemgetter(-1)
-    found: list[Any] = []
-    with _cell_lookup.gc_paused():
-        for start in range(0, len(ids), HAND_CHUNK):
-            (text,), *_ = _driver.fetch_all(conn, sql, (ids[start : start + HAND_CHUNK],))
-            rows = json.loads(text) if text is not None else []
-            values = map(dict, map(zip, repeat(names), rows))
-            found.extend(map(cells.CellMetadata, map(last, rows), values))
-    return found
+# The hand-written join: the ids of a chunk (%s, an int[]) in their order, repeats repeated.
+_IN_ID_ORDER = (
+    "FROM unnest(%s::int[]) WITH ORDINALITY AS q(id, ord) "
+    "JOIN cells_cellinfo c ON c.cas_cell_index = q.id"
+)
 
 
-@suite.method("hand-written")
-def hand_written(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    selected = ", ".join(f"c.{name}" for name in columns)
-    sql = (
-        f"SELECT {selected}, c.cas_cell_index "
-        "FROM unnest(%s::int[]) WITH ORDINALITY AS q(id, ord) "
-        "JOIN cells_cellinfo c ON c.cas_cell_index = q.id ORDER BY q.ord"
-    )
+def _selected(columns: list[str]) -> str:
+    return ", ".join(f"c.{name}" for name in columns) + ", c.cas_cell_index"
+
+
+def _by_chunks(
+    conn: Connection, sql: str, ids: list[int], bind: Callable[[list[int]], Any] = list
+) -> list[Any]:
+    """Every row of ``sql`` run on the driver's cursor for each HAND_CHUNK of ``ids``."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     rows: list[Any] = []
-    for start in range(0, len(ids), HAND_CHUNK):
-        cursor.execute(sql, (ids[start : start + HAND_CHUNK],))
+    for chunk in _cell_lookup.in_chunks(ids, HAND_CHUNK):
+        cursor.execute(sql, (bind(chunk),))
         rows.extend(cursor.fetchall())
     return rows
 
 
+@suite.method("casdb-json-rows")
+def casdb_json_rows(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
+    names = tuple(dict.fromkeys(columns))
+    with _cell_lookup.gc_paused():
+        rows = json_agg(conn, ids, columns)
+        values = map(dict, map(zip, repeat(names), rows))
+        return list(map(cells.CellMetadata, map(operator.itemgetter(-1), rows), values))
+
+
+@suite.method("hand-written")
+def hand_written(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
+    sql = f"SELECT {_selected(columns)} {_IN_ID_ORDER} ORDER BY q.ord"
+    return _by_chunks(conn, sql, ids)
+
+
 @suite.method("hand-written-gc-paused")
 def hand_written_gc_paused(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    gc.disable()
-    try:
+    with _cell_lookup.gc_paused():
         return hand_written(conn, ids, columns)
-    finally:
-        gc.enable()
 
 
 @suite.method("json-agg")
 def json_agg(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    selected = ", ".join(f"c.{name}" for name in columns)
-    sql = (
-        f"SELECT json_agg(json_build_array({selected}, c.cas_cell_index) ORDER BY q.ord)::text "
-        "FROM unnest(%s::int[]) WITH ORDINALITY AS q(id, ord) "
-        "JOIN cells_cellinfo c ON c.cas_cell_index = q.id"
-    )
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    rows_json = f"json_agg(json_build_array({_selected(columns)}) ORDER BY q.ord)::text"
+    sql = f"SELECT {rows_json} {_IN_ID_ORDER}"
     rows: list[Any] = []
-    with _gc_paused():
-        for start in range(0, len(ids), HAND_CHUNK):
-            cursor.execute(sql, (ids[start : start + HAND_CHUNK],))
-            (text,) = cursor.fetchone()
+    with _cell_lookup.gc_paused():
+        for (text,) in _by_chunks(conn, sql, ids):
             rows.extend(json.loads(text) if text is not None else [])
     return rows
 
 
 @suite.method("json-rows-any")
 def json_rows_any(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    selected = ", ".join(f"c.{name}" for name in columns)
     sql = (
-        f"SELECT json_agg(json_build_array({selected}, c.cas_cell_index))::text "
+        f"SELECT json_agg(json_build_array({_selected(columns)}))::text "
         "FROM cells_cellinfo c WHERE c.cas_cell_index = ANY(%s::int[])"
     )
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     rows: list[Any] = []
-    with _gc_paused():
-        for start in range(0, len(ids), HAND_CHUNK):
-            chunk = ids[start : start + HAND_CHUNK]
-            cursor.execute(sql, (_cell_lookup.int_array_text(chunk),))
-            (text,) = cursor.fetchone()
+    with _cell_lookup.gc_paused():
+        texts = _by_chunks(conn, sql, ids, bind=_cell_lookup.int_array_text)
+        for chunk, (text,) in zip(_cell_lookup.in_chunks(ids, HAND_CHUNK), texts, strict=True):
             found = json.loads(text) if text is not None else []
             row_of = dict(zip(map(operator.itemgetter(-1), found), found, strict=True))
             rows.extend(map(row_of.__getitem__, filter(row_of.__contains__, chunk)))
@@ -223,19 +209,15 @@ def _copy_decoder(name: str) -> Callable[[str], Any]:
 
 @suite.method("copy-split")
 def copy_split(conn: Connection, ids: list[int], columns: list[str]) -> list[Any]:
-    selected = ", ".join(f"c.{name}" for name in columns)
     decoders = [_copy_decoder(name) for name in columns]
     decoders.append(int)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     rows: list[Any] = []
-    with _gc_paused():
-        for start in range(0, len(ids), HAND_CHUNK):
-            literal = "{" + ",".join(map(str, ids[start : start + HAND_CHUNK])) + "}"
-            sql = (
-                f"COPY (SELECT {selected}, c.cas_cell_index "
-                f"FROM unnest('{literal}'::int[]) WITH ORDINALITY AS q(id, ord) "
-                "JOIN cells_cellinfo c ON c.cas_cell_index = q.id ORDER BY q.ord) TO STDOUT"
-            )
+    with _cell_lookup.gc_paused():
+        for chunk in _cell_lookup.in_chunks(ids, HAND_CHUNK):
+            # COPY takes no parameters: the checked ints inlined as an int[] literal.
+            join = _IN_ID_ORDER.replace("%s", f"'{_cell_lookup.int_array_text(chunk)}'")
+            sql = f"COPY (SELECT {_selected(columns)} {join} ORDER BY q.ord) TO STDOUT"
             stream = io.BytesIO()
             cursor.execute(sql, stream=stream)
             text = stream.getvalue().decode()
@@ -243,14 +225,6 @@ def copy_split(conn: Connection, ids: list[int], columns: list[str]) -> list[Any
                 fields = line.split("\t")
                 rows.append([decode(field) for decode, field in zip(decoders, fields, strict=True)])
     return rows
-
-
-class _gc_paused:
-    def __enter__(self) -> None:
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        gc.enable()
 
 
 @suite.method("temp-table")
